@@ -1,1 +1,162 @@
-//! (to be written)
+//! Command-line interface (clap derive).
+//!
+//! `txcat` with no subcommand means `txcat train`, because some SageMaker launchers (entrypoint
+//! overrides, SDK v3 local mode) pass no `train` word. New commands are new [`Command`] variants.
+//! Invariant: parsing only; nothing here touches files.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Fine-tunes DistilBERT/BERT text classifiers on CSV channels (a SageMaker training entrypoint).
+#[derive(Debug, Parser)]
+#[command(name = "txcat", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to run.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a classifier from the SageMaker layout (the default command).
+    Train(TrainArgs),
+    /// Label the texts of a CSV file with a trained model.
+    Predict(PredictArgs),
+}
+
+impl Cli {
+    /// The command to run, `train` with defaults when none was given.
+    pub fn into_command(self) -> Command {
+        self.command
+            .unwrap_or_else(|| Command::Train(TrainArgs::default()))
+    }
+}
+
+/// `txcat train`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TrainArgs {
+    /// Root of the SageMaker layout instead of /opt/ml (also: SAGEMAKER_BASE_DIR).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Override a hyperparameter (repeatable), e.g. --hp epochs=1.
+    #[arg(long = "hp", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub hyperparameters: Vec<(String, String)>,
+    /// Read a channel from a directory, a file or an s3:// URI (repeatable), e.g.
+    /// --channel train=data/train.csv.
+    #[arg(long = "channel", value_name = "NAME=LOCATION", value_parser = parse_channel)]
+    pub channels: Vec<ChannelArg>,
+    /// Read and validate configuration and every row, print a summary, and exit without training.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Test hook: panic inside the job, to exercise the internal-error path.
+    #[arg(long, hide = true)]
+    pub test_panic: bool,
+}
+
+/// `txcat predict` (flags fixed by issue 4).
+#[derive(Debug, Clone, Args)]
+pub struct PredictArgs {
+    /// Directory of a trained model (what training wrote to /opt/ml/model).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// CSV file with a text column.
+    #[arg(long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// CSV file to write predictions to.
+    #[arg(long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Name of the text column in the input.
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    /// How many labels (with probabilities) to write per row.
+    #[arg(long, default_value_t = 1)]
+    pub top_k: usize,
+    /// Rows per forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+}
+
+/// A `--channel NAME=LOCATION` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelArg {
+    pub name: String,
+    /// A local path or an `s3://` URI.
+    pub location: String,
+}
+
+fn parse_key_value(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.to_string()))
+        }
+        _ => Err(format!("`{arg}` is not KEY=VALUE")),
+    }
+}
+
+fn parse_channel(arg: &str) -> Result<ChannelArg, String> {
+    let (name, location) = parse_key_value(arg)?;
+    if location.is_empty() {
+        return Err(format!("`{arg}`: the location after `=` is empty"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
+        return Err(format!(
+            "`{name}` is not a channel name (letters, digits, '.', '-', '_')"
+        ));
+    }
+    Ok(ChannelArg { name, location })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("txcat").chain(args.iter().copied()))
+            .map(Cli::into_command)
+    }
+
+    #[test]
+    fn no_subcommand_is_train() {
+        match parse(&[]).unwrap() {
+            Command::Train(args) => {
+                assert!(!args.dry_run);
+                assert!(args.root.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn train_flags() {
+        let Command::Train(args) = parse(&[
+            "train",
+            "--root",
+            "/x",
+            "--hp",
+            "epochs=1",
+            "--hp",
+            "model_name=a=b",
+            "--channel",
+            "train=s3://b/k",
+            "--dry-run",
+        ])
+        .unwrap() else {
+            panic!("not train")
+        };
+        assert_eq!(args.root, Some(PathBuf::from("/x")));
+        assert_eq!(
+            args.hyperparameters,
+            vec![
+                ("epochs".into(), "1".into()),
+                ("model_name".into(), "a=b".into())
+            ]
+        );
+        assert_eq!(args.channels[0].location, "s3://b/k");
+        assert!(args.dry_run);
+        assert!(parse(&["train", "--hp", "novalue"]).is_err());
+        assert!(parse(&["train", "--channel", "a/b=x"]).is_err());
+    }
+}

@@ -1,1 +1,563 @@
-//! (to be written)
+//! The `train` command up to the model: configuration, channels and data, then either the dry-run
+//! summary or training.
+//!
+//! [`prepare`] is the reusable part: it decides which channel feeds training and evaluation,
+//! reads and validates every row, fits the [`LabelMap`] and encodes both sides. It never writes
+//! anything (in particular not to the model directory).
+//!
+//! Channel sources, strongest first: `--channel NAME=LOCATION`; the `train_uri` / `eval_uri`
+//! hyperparameters; `inputdataconfig.json` (Pipe mode -> the FIFO `<data>/<name>_0`, File and
+//! FastFile -> the directory, `SM_CHANNEL_<NAME>` if set). Without `inputdataconfig.json` (local
+//! runs) the folders under `<data>` are the channels.
+
+use crate::cli::{ChannelArg, TrainArgs};
+use crate::data::csv::{read_channel, BadRowBudget, ChannelRows, Columns};
+use crate::data::labels::LabelMap;
+use crate::data::split::stratified;
+use crate::data::DataError;
+use crate::hyperparams::{DeviceChoice, HyperparameterError, Hyperparameters, UnseenLabels};
+use crate::sagemaker::{self, ContractError, InputMode, Paths};
+use crate::storage::{self, ObjectStream, StorageError};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// Channel names that are not data: the `model` channel carries pretrained weights.
+const NON_DATA_CHANNELS: &[&str] = &["model"];
+
+/// Why the `train` command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Contract(#[from] ContractError),
+    #[error(transparent)]
+    Hyperparameter(#[from] HyperparameterError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("{0}")]
+    Channels(String),
+    #[error("training is not built yet in this version of txcat; run with --dry-run to validate configuration and data")]
+    TrainingNotBuilt,
+}
+
+/// Exit status for input the user must fix (config, hyperparameters, channels, rows).
+pub const EXIT_BAD_INPUT: i32 = 2;
+/// Exit status for failures while running (I/O, storage, training).
+pub const EXIT_RUNTIME: i32 = 1;
+/// Exit status for a bug in txcat (a caught panic).
+pub const EXIT_INTERNAL: i32 = 3;
+
+impl JobError {
+    /// [`EXIT_BAD_INPUT`] when the user's configuration or data is at fault, else [`EXIT_RUNTIME`].
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            JobError::Contract(ContractError::Io { .. }) => EXIT_RUNTIME,
+            JobError::Contract(_) | JobError::Hyperparameter(_) | JobError::Channels(_) => {
+                EXIT_BAD_INPUT
+            }
+            JobError::Data(DataError::Storage(e)) => match e {
+                StorageError::MissingDir { .. } | StorageError::Empty { .. } => EXIT_BAD_INPUT,
+                StorageError::Io { .. } | StorageError::Other(_) => EXIT_RUNTIME,
+            },
+            JobError::Data(DataError::Read { .. }) => EXIT_RUNTIME,
+            JobError::Data(_) => EXIT_BAD_INPUT,
+            JobError::TrainingNotBuilt => EXIT_RUNTIME,
+        }
+    }
+}
+
+/// Where a channel's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelSource {
+    /// A directory (File / FastFile mode, or `--channel`) or a single file.
+    Local { path: PathBuf, mode: InputMode },
+    /// A Pipe-mode FIFO (first pass).
+    Pipe { fifo: PathBuf },
+    /// An `s3://` prefix or key.
+    S3 { uri: String },
+}
+
+impl std::fmt::Display for ChannelSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChannelSource::Local { path, mode } => write!(f, "{} ({mode:?})", path.display()),
+            ChannelSource::Pipe { fifo } => write!(f, "{} (Pipe)", fifo.display()),
+            ChannelSource::S3 { uri } => f.write_str(uri),
+        }
+    }
+}
+
+impl ChannelSource {
+    /// Opens the source through the matching storage backend.
+    pub fn open(&self, channel: &str) -> Result<Box<dyn ObjectStream + Send>, StorageError> {
+        match self {
+            ChannelSource::Local { path, .. } => storage::local::open_channel(channel, path),
+            ChannelSource::Pipe { fifo } => storage::pipe::open_channel(channel, fifo),
+            ChannelSource::S3 { uri } => storage::s3::open_channel(channel, uri),
+        }
+    }
+}
+
+/// Where the evaluation rows came from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EvalOrigin {
+    /// A channel of their own.
+    Channel(String),
+    /// A seeded stratified hold-out of the `train` channel.
+    Split { fraction: f64, seed: u64 },
+}
+
+/// Texts with their class ids (parallel vectors of equal length).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabelledTexts {
+    pub texts: Vec<String>,
+    /// Ids into [`PreparedData::labels`].
+    pub label_ids: Vec<usize>,
+}
+
+impl LabelledTexts {
+    pub fn len(&self) -> usize {
+        self.texts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.texts.is_empty()
+    }
+
+    fn subset(&self, rows: &[usize]) -> Self {
+        Self {
+            texts: rows.iter().map(|&r| self.texts[r].clone()).collect(),
+            label_ids: rows.iter().map(|&r| self.label_ids[r]).collect(),
+        }
+    }
+}
+
+/// What one channel contributed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSummary {
+    pub name: String,
+    pub source: ChannelSource,
+    /// Objects read, in order.
+    pub files: Vec<String>,
+    /// Good rows read (before any split or unseen-label drop).
+    pub rows: usize,
+    /// Bad rows skipped under `max_bad_rows`.
+    pub skipped_bad_rows: usize,
+}
+
+/// Everything training needs from the data, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedData {
+    /// Class ids, sorted like scikit-learn's LabelEncoder, fitted on the whole `train` channel.
+    pub labels: LabelMap,
+    pub train: LabelledTexts,
+    pub eval: LabelledTexts,
+    pub eval_origin: EvalOrigin,
+    /// The channels read (train first, then the evaluation channel if any).
+    pub channels: Vec<ChannelSummary>,
+    /// Bad rows skipped in all channels.
+    pub skipped_bad_rows: usize,
+    /// Evaluation labels unseen in training -> rows dropped (`unseen_eval_labels=drop`).
+    pub dropped_unseen_eval: BTreeMap<String, usize>,
+}
+
+/// Reads `hyperparameters.json` and applies `--hp` overrides.
+pub fn load_hyperparameters(
+    paths: &Paths,
+    overrides: &[(String, String)],
+) -> Result<Hyperparameters, JobError> {
+    let raw = sagemaker::read_hyperparameters(&paths.hyperparameters_file)?;
+    Ok(Hyperparameters::from_sources(&raw, overrides)?)
+}
+
+/// Every channel the job can see, by name.
+pub fn resolve_channels(
+    paths: &Paths,
+    hp: &Hyperparameters,
+    cli_channels: &[ChannelArg],
+) -> Result<BTreeMap<String, ChannelSource>, JobError> {
+    let mut channels = BTreeMap::new();
+    match sagemaker::read_input_data_config(&paths.input_data_config_file)? {
+        Some(config) => {
+            for (name, c) in config {
+                let source = match c.training_input_mode {
+                    InputMode::Pipe => ChannelSource::Pipe {
+                        fifo: paths.pipe_fifo(&name, 0),
+                    },
+                    mode => ChannelSource::Local {
+                        path: paths.channel_dir(&name),
+                        mode,
+                    },
+                };
+                channels.insert(name, source);
+            }
+        }
+        None => {
+            for name in discover_channel_dirs(paths)? {
+                let source = ChannelSource::Local {
+                    path: paths.channel_dir(&name),
+                    mode: InputMode::File,
+                };
+                channels.insert(name, source);
+            }
+            tracing::info!(
+                path = %paths.input_data_config_file.display(),
+                found = ?channels.keys().collect::<Vec<_>>(),
+                "no inputdataconfig.json; using the folders under input/data and SM_CHANNEL_* as File channels"
+            );
+        }
+    }
+    if let Some(uri) = &hp.train_uri {
+        channels.insert("train".into(), ChannelSource::S3 { uri: uri.clone() });
+    }
+    if let Some(uri) = &hp.eval_uri {
+        let name = hp
+            .eval_channel
+            .clone()
+            .unwrap_or_else(|| "validation".into());
+        channels.insert(name, ChannelSource::S3 { uri: uri.clone() });
+    }
+    for arg in cli_channels {
+        let source = match arg.location.starts_with("s3://") {
+            true => ChannelSource::S3 {
+                uri: arg.location.clone(),
+            },
+            false => ChannelSource::Local {
+                path: PathBuf::from(&arg.location),
+                mode: InputMode::File,
+            },
+        };
+        channels.insert(arg.name.clone(), source);
+    }
+    Ok(channels)
+}
+
+/// Local runs without inputdataconfig.json: visible folders under `<data>` plus `SM_CHANNEL_*`.
+fn discover_channel_dirs(paths: &Paths) -> Result<Vec<String>, JobError> {
+    let mut names: Vec<String> = paths
+        .channel_overrides
+        .keys()
+        .map(|n| n.to_lowercase())
+        .collect();
+    match std::fs::read_dir(&paths.data_dir) {
+        Ok(entries) => {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if !storage::is_hidden_name(&name) && entry.path().is_dir() {
+                    names.push(name);
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(JobError::Contract(ContractError::Io {
+                path: paths.data_dir.display().to_string(),
+                source,
+            }))
+        }
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// The channel that holds evaluation data, `None` for a split of train.
+fn eval_channel_name(
+    hp: &Hyperparameters,
+    channels: &BTreeMap<String, ChannelSource>,
+) -> Result<Option<String>, JobError> {
+    let listed = || channels.keys().cloned().collect::<Vec<_>>().join(", ");
+    match &hp.eval_channel {
+        Some(name) if name == "train" => Err(JobError::Channels(
+            "eval_channel=train would evaluate on the training data; name another channel or leave eval_channel unset for a split".into(),
+        )),
+        Some(name) if channels.contains_key(name) => Ok(Some(name.clone())),
+        Some(name) => Err(JobError::Channels(format!(
+            "eval_channel=`{name}` but the job has no such channel (channels: {}); add it to the job's inputs or fix the name",
+            listed()
+        ))),
+        None => Ok(["validation", "test"]
+            .into_iter()
+            .find(|n| channels.contains_key(*n))
+            .map(str::to_string)),
+    }
+}
+
+/// Reads and validates all data for training: see the module docs for which channels are used.
+pub fn prepare(
+    paths: &Paths,
+    hp: &Hyperparameters,
+    cli_channels: &[ChannelArg],
+) -> Result<PreparedData, JobError> {
+    let channels = resolve_channels(paths, hp, cli_channels)?;
+    let Some(train_source) = channels.get("train") else {
+        let listed = channels.keys().cloned().collect::<Vec<_>>().join(", ");
+        return Err(JobError::Channels(format!(
+            "no `train` channel (channels: {}); pass the training data as the `train` channel (fit({{'train': ...}}), input/data/train or --channel train=PATH)",
+            if listed.is_empty() { "none" } else { &listed }
+        )));
+    };
+    let eval_name = eval_channel_name(hp, &channels)?;
+    for name in channels.keys() {
+        let used = name == "train" || Some(name) == eval_name.as_ref();
+        if !used && !NON_DATA_CHANNELS.contains(&name.as_str()) {
+            tracing::info!(channel = %name, "channel not used (not train or the evaluation channel)");
+        }
+    }
+
+    let columns = Columns {
+        text: hp.text_column.clone(),
+        label: hp.label_column.clone(),
+    };
+    let mut budget = BadRowBudget::new(hp.max_bad_rows);
+    let read = |name: &str, source: &ChannelSource, budget: &mut BadRowBudget| {
+        tracing::info!(channel = name, source = %source, "reading channel");
+        let mut stream = source.open(name).map_err(DataError::from)?;
+        let rows = read_channel(name, stream.as_mut(), &columns, budget)?;
+        tracing::info!(
+            channel = name,
+            files = rows.files.len(),
+            rows = rows.rows.len(),
+            skipped = rows.skipped_bad_rows,
+            "channel read"
+        );
+        Ok::<ChannelRows, JobError>(rows)
+    };
+
+    let train_rows = read("train", train_source, &mut budget)?;
+    let labels = LabelMap::fit(train_rows.rows.labels.iter().map(String::as_str))?;
+    let train_all = LabelledTexts {
+        label_ids: labels
+            .encode_known(&train_rows.rows.labels)
+            .ok_or_else(|| {
+                JobError::Channels(
+                    "internal: a training label is missing from the label map".into(),
+                )
+            })?,
+        texts: train_rows.rows.texts.clone(),
+    };
+    let mut summaries = vec![summary("train", train_source, &train_rows)];
+    let mut dropped_unseen_eval = BTreeMap::new();
+
+    let (train, eval, eval_origin) = match &eval_name {
+        Some(name) => {
+            let source = &channels[name];
+            let eval_rows = read(name, source, &mut budget)?;
+            summaries.push(summary(name, source, &eval_rows));
+            let encoded = labels.encode(&eval_rows.rows.labels);
+            if !encoded.unseen.is_empty() {
+                let rows: usize = encoded.unseen.values().sum();
+                let listed = encoded
+                    .unseen
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                match hp.unseen_eval_labels {
+                    UnseenLabels::Error => {
+                        return Err(DataError::UnseenLabels {
+                            channel: name.clone(),
+                            rows,
+                            labels: listed,
+                        }
+                        .into())
+                    }
+                    UnseenLabels::Drop => {
+                        tracing::warn!(channel = %name, rows, labels = %listed, "dropping evaluation rows whose labels do not occur in training");
+                        dropped_unseen_eval = encoded.unseen.clone();
+                    }
+                }
+            }
+            let eval = LabelledTexts {
+                texts: encoded
+                    .kept_rows
+                    .iter()
+                    .map(|&r| eval_rows.rows.texts[r].clone())
+                    .collect(),
+                label_ids: encoded.ids,
+            };
+            if eval.is_empty() {
+                return Err(DataError::EmptyEval {
+                    reason: format!(
+                        "dropping every row of channel `{name}` (all labels unseen in training)"
+                    ),
+                }
+                .into());
+            }
+            (train_all, eval, EvalOrigin::Channel(name.clone()))
+        }
+        None => {
+            let split = stratified(
+                &train_all.label_ids,
+                labels.len(),
+                hp.validation_split,
+                hp.seed,
+            );
+            if split.eval.is_empty() {
+                return Err(DataError::EmptyEval {
+                    reason: format!(
+                        "holding out validation_split={} of {} training rows (no class has 2 rows to spare)",
+                        hp.validation_split,
+                        train_all.len()
+                    ),
+                }
+                .into());
+            }
+            tracing::info!(
+                train = split.train.len(),
+                eval = split.eval.len(),
+                fraction = hp.validation_split,
+                seed = hp.seed,
+                "no evaluation channel; holding out a stratified split of train"
+            );
+            (
+                train_all.subset(&split.train),
+                train_all.subset(&split.eval),
+                EvalOrigin::Split {
+                    fraction: hp.validation_split,
+                    seed: hp.seed,
+                },
+            )
+        }
+    };
+
+    Ok(PreparedData {
+        labels,
+        train,
+        eval,
+        eval_origin,
+        channels: summaries,
+        skipped_bad_rows: budget.used,
+        dropped_unseen_eval,
+    })
+}
+
+fn summary(name: &str, source: &ChannelSource, rows: &ChannelRows) -> ChannelSummary {
+    ChannelSummary {
+        name: name.to_string(),
+        source: source.clone(),
+        files: rows.files.clone(),
+        rows: rows.rows.len(),
+        skipped_bad_rows: rows.skipped_bad_rows,
+    }
+}
+
+/// What the job would train on, as `device` resolves on this machine.
+pub fn describe_device(choice: DeviceChoice) -> String {
+    let gpus = if tch::Cuda::is_available() {
+        tch::Cuda::device_count()
+    } else {
+        0
+    };
+    match (choice, gpus) {
+        (DeviceChoice::Cpu, _) => "cpu (device=cpu)".into(),
+        (DeviceChoice::Auto, 0) => "cpu (device=auto; libtorch sees no CUDA device)".into(),
+        (DeviceChoice::Auto, n) => format!("cuda:0 (device=auto; libtorch sees {n} CUDA device(s))"),
+        (DeviceChoice::Cuda, 0) => {
+            "cuda (device=cuda) -- WARNING: libtorch sees no CUDA device here, so training on this machine would fail".into()
+        }
+        (DeviceChoice::Cuda, n) => format!("cuda:0 (device=cuda; libtorch sees {n} CUDA device(s))"),
+    }
+}
+
+/// The dry-run report: channels, labels with counts, skipped rows, hyperparameters, device.
+pub fn dry_run_summary(data: &PreparedData, hp: &Hyperparameters, device: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "txcat dry run: configuration and data are valid; nothing was trained or written."
+    );
+    let _ = writeln!(s, "\nChannels:");
+    for c in &data.channels {
+        let _ = writeln!(
+            s,
+            "  {:<12} {:>7} rows  {:>3} file(s)  {:>4} bad rows skipped  {}",
+            c.name,
+            c.rows,
+            c.files.len(),
+            c.skipped_bad_rows,
+            c.source
+        );
+    }
+    let origin = match &data.eval_origin {
+        EvalOrigin::Channel(name) => format!("channel `{name}`"),
+        EvalOrigin::Split { fraction, seed } => {
+            format!("stratified split of train (validation_split={fraction}, seed={seed})")
+        }
+    };
+    let _ = writeln!(
+        s,
+        "\nTraining rows: {}   Evaluation rows: {} (from {origin})",
+        data.train.len(),
+        data.eval.len()
+    );
+    let _ = writeln!(
+        s,
+        "Bad rows skipped: {} (max_bad_rows={})",
+        data.skipped_bad_rows, hp.max_bad_rows
+    );
+    if !data.dropped_unseen_eval.is_empty() {
+        let rows: usize = data.dropped_unseen_eval.values().sum();
+        let listed: Vec<String> = data
+            .dropped_unseen_eval
+            .iter()
+            .map(|(l, n)| format!("{l} ({n})"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "Evaluation rows dropped for labels unseen in training: {rows}: {}",
+            listed.join(", ")
+        );
+    }
+
+    let train_counts = data.labels.counts(&data.train.label_ids);
+    let eval_counts = data.labels.counts(&data.eval.label_ids);
+    let width = data
+        .labels
+        .id2label()
+        .iter()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let _ = writeln!(s, "\nLabels ({}):", data.labels.len());
+    let _ = writeln!(
+        s,
+        "  {:>3}  {:<width$}  {:>6}  {:>6}",
+        "id", "label", "train", "eval"
+    );
+    for (id, label) in data.labels.id2label().iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "  {id:>3}  {label:<width$}  {:>6}  {:>6}",
+            train_counts[id], eval_counts[id]
+        );
+    }
+    let _ = writeln!(s, "\nHyperparameters:");
+    for (key, value) in hp.resolved_pairs() {
+        let _ = writeln!(s, "  {key} = {value}");
+    }
+    let _ = writeln!(s, "\nDevice: {device}");
+    s
+}
+
+/// `txcat train`: configuration, data, then the dry-run summary or training.
+pub fn run_train(paths: &Paths, args: &TrainArgs) -> Result<(), JobError> {
+    let hp = load_hyperparameters(paths, &args.hyperparameters)?;
+    tracing::info!(hyperparameters = ?hp.resolved_pairs(), "hyperparameters resolved");
+    match sagemaker::read_resource_config(&paths.resource_config_file)? {
+        Some(rc) => {
+            tracing::info!(current_host = %rc.current_host, hosts = ?rc.hosts, rank = ?rc.host_rank(), instance_type = ?rc.current_instance_type, "resource config")
+        }
+        None => tracing::info!("no resourceconfig.json; assuming a single host"),
+    }
+    let data = prepare(paths, &hp, &args.channels)?;
+    if args.dry_run {
+        print!(
+            "{}",
+            dry_run_summary(&data, &hp, &describe_device(hp.device))
+        );
+        return Ok(());
+    }
+    Err(JobError::TrainingNotBuilt)
+}

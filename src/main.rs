@@ -1,2 +1,155 @@
-//! `txcat` entrypoint (TO BE WRITTEN, issue 2).
-fn main() {}
+//! `txcat` entrypoint: parses the command line, runs it, and turns any failure into the
+//! SageMaker failure file plus a non-zero exit status.
+//!
+//! Invariants: the only place that prints an error chain, writes `output/failure` and chooses the
+//! exit status (0 success; 1 runtime failure; 2 bad configuration or data; 3 internal error, i.e.
+//! a caught panic). Logs go to stderr, one line per event, filtered by `RUST_LOG` (default info).
+
+use clap::Parser;
+use std::panic::AssertUnwindSafe;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use txcat::cli::{Cli, Command};
+use txcat::job::{self, JobError, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_RUNTIME};
+use txcat::sagemaker::{self, Paths};
+
+/// Where the last panic happened, recorded by the panic hook for the failure reason.
+static PANIC_LOCATION: Mutex<Option<String>> = Mutex::new(None);
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help / --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let _ = e.print();
+            // SageMaker can pass arguments too (ContainerArguments): report where it will look,
+            // but only where a root exists, so a typo on a laptop creates no /opt/ml.
+            let paths = Paths::resolve(None);
+            if paths.root.is_dir() {
+                let reason = format!("invalid command line: {}", first_line(&e.to_string()));
+                report_failure(&paths, &reason);
+            }
+            return ExitCode::from(EXIT_BAD_INPUT as u8);
+        }
+    };
+    install_panic_hook();
+    let command = cli.into_command();
+    let paths = match &command {
+        Command::Train(args) => Paths::resolve(args.root.as_deref()),
+        Command::Predict(_) => Paths::resolve(None),
+    };
+    let is_train = matches!(command, Command::Train(_));
+    if is_train {
+        if let Err(e) = sagemaker::clear_stale_failure(&paths) {
+            tracing::warn!(error = %e, "could not remove an old failure file");
+        }
+    }
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(command, &paths)));
+    let (reason, code) = match outcome {
+        Ok(Ok(())) => return ExitCode::SUCCESS,
+        Ok(Err(error)) => {
+            let chain = error_chain(&error);
+            tracing::error!("{chain}");
+            let code = error
+                .downcast_ref::<JobError>()
+                .map_or(EXIT_RUNTIME, JobError::exit_code);
+            (chain, code)
+        }
+        Err(_) => {
+            let location = PANIC_LOCATION
+                .lock()
+                .ok()
+                .and_then(|mut l| l.take())
+                .unwrap_or_else(|| "unknown location".into());
+            let reason = format!(
+                "internal error in txcat at {location} (a bug, not a problem with your data or settings); the log has details, please report it"
+            );
+            tracing::error!("{reason}");
+            (reason, EXIT_INTERNAL)
+        }
+    };
+    if is_train {
+        report_failure(&paths, &reason);
+    }
+    ExitCode::from(code as u8)
+}
+
+fn run(command: Command, paths: &Paths) -> anyhow::Result<()> {
+    match command {
+        Command::Train(args) => {
+            if args.test_panic {
+                panic!("panic requested with --test-panic");
+            }
+            job::run_train(paths, &args)?
+        }
+        Command::Predict(_) => anyhow::bail!("txcat predict is not built yet in this version"),
+    }
+    Ok(())
+}
+
+/// The error and its sources joined by ": ", skipping a source whose text an outer message
+/// already includes (many of our messages embed their cause).
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(text)
+        .trim()
+}
+
+fn report_failure(paths: &Paths, reason: &str) {
+    if let Err(e) = sagemaker::write_failure(paths, reason) {
+        tracing::error!(path = %paths.failure_file.display(), error = %e, "could not write the failure file");
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
+}
+
+/// Logs the panic (message and location) as one event and remembers where it happened; the
+/// failure file gets a fixed "internal error" wording instead of the raw panic text.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_else(|| "unknown location".into());
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-text panic payload".into());
+        tracing::error!(location = %location, "panic: {}", message.replace('\n', " "));
+        if let Ok(mut slot) = PANIC_LOCATION.lock() {
+            *slot = Some(location);
+        }
+    }));
+}

@@ -1,1 +1,62 @@
-//! (to be written)
+//! Rows, labels and the evaluation split: from channel bytes to texts and label ids.
+//!
+//! - [`csv`]: CSV objects (gzip, BOM, CRLF, RFC 4180) -> `(text, label)` rows, bad rows counted.
+//! - [`labels`]: [`labels::LabelMap`], sorted like scikit-learn's `LabelEncoder`.
+//! - [`split`]: a seeded, stratified hold-out of train when no evaluation channel exists.
+//!
+//! Invariant: nothing here knows where bytes come from (see `crate::storage`) or about tokens.
+
+pub mod csv;
+pub mod labels;
+pub mod split;
+
+use crate::storage::StorageError;
+
+/// Failures turning channel data into labelled rows. Messages are one line naming the file,
+/// line, column or labels concerned and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{file}:{line}: {problem}; fix the row, or allow skipping with max_bad_rows (now {max_bad_rows})")]
+    BadRow {
+        file: String,
+        line: u64,
+        problem: String,
+        max_bad_rows: usize,
+    },
+    #[error("{file}: the file is empty; every CSV file needs a header row naming its columns")]
+    NoHeader { file: String },
+    #[error(
+        "{file}: no column `{column}` in the header (columns: {found}); set {key} to one of them"
+    )]
+    MissingColumn {
+        file: String,
+        column: String,
+        /// The hyperparameter that names the column (`text_column` / `label_column`).
+        key: &'static str,
+        found: String,
+    },
+    #[error("{file}: the header has column `{column}` more than once; rename one")]
+    DuplicateColumn { file: String, column: String },
+    #[error("{file}:{line}: {problem}")]
+    Read {
+        file: String,
+        line: u64,
+        problem: String,
+    },
+    #[error("channel `{channel}` has no data rows (files: {files}); add rows below the header")]
+    NoRows { channel: String, files: String },
+    #[error("evaluation channel `{channel}` has {rows} rows whose labels do not occur in training: {labels}; add them to the training data or set unseen_eval_labels=drop")]
+    UnseenLabels {
+        channel: String,
+        rows: usize,
+        labels: String,
+    },
+    #[error(
+        "the training data has {count} distinct label(s) ({labels}); a classifier needs at least 2"
+    )]
+    TooFewClasses { count: usize, labels: String },
+    #[error("evaluation data is empty after {reason}; provide an evaluation channel with rows")]
+    EmptyEval { reason: String },
+}

@@ -3,8 +3,9 @@
 //! ([`InputObject`]), so the CSV reader never knows which one it is reading.
 //!
 //! Invariants: objects come in a deterministic order (sorted names); hidden files and marker
-//! objects (`.`-prefixed, `_SUCCESS`-style) are skipped; names are what a user should see in an
-//! error message (a path or an `s3://` URI).
+//! objects (`.`-prefixed, `_SUCCESS`-style, see [`is_hidden_name`]) are skipped; only `.csv` and
+//! `.csv.gz` files are data ([`is_data_file_name`]), others are skipped with a warning; names are
+//! what a user should see in an error message (a path or an `s3://` URI).
 
 use std::io::Read;
 
@@ -41,5 +42,19 @@ pub enum StorageError {
     Other(String),
 }
 
+pub mod local;
 pub mod pipe;
 pub mod s3;
+
+/// True for names every source skips: hidden (`.`-prefixed) and marker (`_`-prefixed, e.g.
+/// `_SUCCESS`) files or folders. `name` is one path component or key segment.
+pub fn is_hidden_name(name: &str) -> bool {
+    name.starts_with('.') || name.starts_with('_')
+}
+
+/// True for names that hold channel data: `.csv` or `.csv.gz` (any case). Sources skip other
+/// files with a warning, so a README or manifest next to the data never breaks a job.
+pub fn is_data_file_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.ends_with(".csv") || lower.ends_with(".csv.gz")
+}

@@ -1,0 +1,258 @@
+//! Shared helpers for integration tests: a temporary SageMaker tree (`/opt/ml` stand-in) and a
+//! way to run the built `txcat` binary against it.
+//!
+//! `OptMl::run` sets `SAGEMAKER_BASE_DIR` to the temporary root and removes every `SM_*`
+//! variable from the child's environment, so the host environment cannot leak into a test.
+#![allow(dead_code)] // each test crate uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The built binary.
+pub const TXCAT: &str = env!("CARGO_BIN_EXE_txcat");
+
+/// The sample data shipped with the repository's shared folder.
+pub fn shared_data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(name)
+}
+
+/// A value JSON-encoded the way SDK v2 framework estimators write it (`"\"x\""`).
+pub fn sdk_encode(value: &str) -> String {
+    serde_json::to_string(value).expect("string encodes")
+}
+
+/// A temporary `/opt/ml` tree.
+pub struct OptMl {
+    dir: tempfile::TempDir,
+}
+
+impl Default for OptMl {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OptMl {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let this = Self { dir };
+        for sub in ["input/config", "input/data", "model", "output"] {
+            std::fs::create_dir_all(this.root().join(sub)).expect("mkdir");
+        }
+        this
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `<root>/<relative>`.
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.root().join(relative)
+    }
+
+    pub fn model_dir(&self) -> PathBuf {
+        self.path("model")
+    }
+
+    /// Writes `input/config/hyperparameters.json` with these values, verbatim (all strings, as
+    /// SageMaker writes them; use [`sdk_encode`] for SDK-style values).
+    pub fn write_hyperparameters(&self, pairs: &[(&str, &str)]) {
+        let map: serde_json::Map<String, serde_json::Value> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+            .collect();
+        self.write_config(
+            "hyperparameters.json",
+            &serde_json::Value::Object(map).to_string(),
+        );
+    }
+
+    /// Writes `input/config/inputdataconfig.json` for `(channel, mode)` pairs (File, FastFile, Pipe).
+    pub fn write_inputdataconfig(&self, channels: &[(&str, &str)]) {
+        let map: serde_json::Map<String, serde_json::Value> = channels
+            .iter()
+            .map(|(name, mode)| {
+                let entry = serde_json::json!({
+                    "ContentType": "text/csv",
+                    "TrainingInputMode": mode,
+                    "S3DistributionType": "FullyReplicated",
+                    "RecordWrapperType": "None"
+                });
+                (name.to_string(), entry)
+            })
+            .collect();
+        self.write_config(
+            "inputdataconfig.json",
+            &serde_json::Value::Object(map).to_string(),
+        );
+    }
+
+    /// Writes a single-host `input/config/resourceconfig.json`.
+    pub fn write_resourceconfig(&self) {
+        self.write_config(
+            "resourceconfig.json",
+            r#"{"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "eth0"}"#,
+        );
+    }
+
+    /// Writes any file under `input/config`.
+    pub fn write_config(&self, name: &str, text: &str) {
+        std::fs::write(self.path("input/config").join(name), text).expect("write config");
+    }
+
+    /// Writes `input/data/<channel>/<name>` (`name` may contain sub-folders).
+    pub fn add_channel_file(&self, channel: &str, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path("input/data").join(channel).join(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, bytes).expect("write channel file");
+        path
+    }
+
+    /// Copies `source` into `input/data/<channel>/<name>`.
+    pub fn copy_channel_file(&self, channel: &str, name: &str, source: &Path) -> PathBuf {
+        let bytes = std::fs::read(source).expect("read source");
+        self.add_channel_file(channel, name, bytes)
+    }
+
+    /// The binary with a clean environment pointing at this tree; add arguments yourself.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(TXCAT);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("SM_") {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.env("SAGEMAKER_BASE_DIR", self.root())
+            .env("RUST_LOG", "info");
+        cmd
+    }
+
+    /// Runs `txcat <args>` against this tree.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run txcat")
+    }
+
+    /// The contents of `output/failure`, if written.
+    pub fn failure_text(&self) -> Option<String> {
+        std::fs::read_to_string(self.path("output/failure")).ok()
+    }
+
+    /// True when the model directory is absent or holds nothing.
+    pub fn model_dir_is_empty(&self) -> bool {
+        match std::fs::read_dir(self.model_dir()) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(_) => true,
+        }
+    }
+
+    /// Asserts a failed run: exit `code`, a one-line failure file containing every `needle`,
+    /// and nothing in the model directory. Returns the failure text.
+    pub fn assert_failed(&self, output: &Output, code: i32, needles: &[&str]) -> String {
+        let log = describe(output);
+        assert_eq!(output.status.code(), Some(code), "exit status\n{log}");
+        let text = self
+            .failure_text()
+            .unwrap_or_else(|| panic!("no output/failure written\n{log}"));
+        assert_eq!(
+            text.trim_end_matches('\n').lines().count(),
+            1,
+            "failure file is one line: {text:?}"
+        );
+        for needle in needles {
+            assert!(
+                text.contains(needle),
+                "failure text {text:?} lacks {needle:?}\n{log}"
+            );
+        }
+        assert!(self.model_dir_is_empty(), "model dir written on failure");
+        text
+    }
+
+    /// Asserts a successful run (exit 0, no failure file, empty model dir) and returns stdout.
+    pub fn assert_dry_run_ok(&self, output: &Output) -> String {
+        let log = describe(output);
+        assert_eq!(output.status.code(), Some(0), "exit status\n{log}");
+        assert!(
+            self.failure_text().is_none(),
+            "failure file after success\n{log}"
+        );
+        assert!(self.model_dir_is_empty(), "dry run wrote to the model dir");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+/// Stdout and stderr of a run, for assertion messages.
+pub fn describe(output: &Output) -> String {
+    format!(
+        "--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The `(rows, label -> count)` of a CSV file read with the `csv` crate directly, as an
+/// independent count to compare txcat's summary with.
+pub fn csv_label_counts(
+    path: &Path,
+    label_column: &str,
+) -> (usize, std::collections::BTreeMap<String, usize>) {
+    let mut reader = csv::Reader::from_path(path).expect("open csv");
+    let headers = reader.headers().expect("header").clone();
+    let at = headers
+        .iter()
+        .position(|h| h == label_column)
+        .expect("label column");
+    let mut counts = std::collections::BTreeMap::new();
+    let mut rows = 0;
+    for record in reader.records() {
+        let record = record.expect("row");
+        *counts.entry(record[at].trim().to_string()).or_insert(0) += 1;
+        rows += 1;
+    }
+    (rows, counts)
+}
+
+/// The line of a dry-run summary that describes `channel`: `(rows, files, skipped)`.
+pub fn channel_line(summary: &str, channel: &str) -> (usize, usize, usize) {
+    let line = summary
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{channel} ")))
+        .unwrap_or_else(|| panic!("no line for channel {channel} in\n{summary}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let rows = words[1].parse().expect("rows");
+    let files = words[3].parse().expect("files");
+    let skipped = words[5].parse().expect("skipped");
+    (rows, files, skipped)
+}
+
+/// The label table of a dry-run summary: label -> (train rows, eval rows), plus the declared
+/// number of labels.
+pub fn label_table(summary: &str) -> (usize, std::collections::BTreeMap<String, (usize, usize)>) {
+    let mut lines = summary.lines().skip_while(|l| !l.starts_with("Labels ("));
+    let title = lines
+        .next()
+        .unwrap_or_else(|| panic!("no label table in\n{summary}"));
+    let declared = title
+        .trim_start_matches("Labels (")
+        .trim_end_matches("):")
+        .parse()
+        .expect("label count");
+    let mut table = std::collections::BTreeMap::new();
+    for line in lines.skip(1).take_while(|l| !l.trim().is_empty()) {
+        let rest = line.trim_start();
+        let (_id, rest) = rest.split_once(' ').expect("id");
+        let (rest, eval) = rest.trim_end().rsplit_once(' ').expect("eval");
+        let (label, train) = rest.trim_end().rsplit_once(' ').expect("train");
+        table.insert(
+            label.trim().to_string(),
+            (
+                train.parse().expect("train count"),
+                eval.parse().expect("eval count"),
+            ),
+        );
+    }
+    (declared, table)
+}
