@@ -481,11 +481,12 @@ impl Hyperparameters {
         overrides: &[(String, String)],
     ) -> Result<Self, HyperparameterError> {
         let mut merged: std::collections::BTreeMap<&'static str, Entry<'_>> = Default::default();
+        let mut ignored = Vec::new();
         for (origin, entries) in [(Origin::File, file), (Origin::CommandLine, overrides)] {
             let mut seen: std::collections::BTreeMap<&'static str, &str> = Default::default();
             for (key, raw) in entries {
                 if is_reserved_key(key) {
-                    tracing::info!(key = %key, "ignoring SageMaker-reserved hyperparameter");
+                    ignored.push(key.as_str());
                     continue;
                 }
                 let Some(canonical) = canonical_key(key) else {
@@ -511,6 +512,9 @@ impl Hyperparameters {
                 };
                 merged.insert(canonical, entry);
             }
+        }
+        if !ignored.is_empty() {
+            tracing::info!(keys = %ignored.join(", "), "ignoring SageMaker-reserved hyperparameters");
         }
         let mut hp = Self::default();
         let mut warmup_given_as_ratio = false;

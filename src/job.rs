@@ -544,7 +544,12 @@ pub fn dry_run_summary(data: &PreparedData, hp: &Hyperparameters, device: &str) 
 /// `txcat train`: configuration, data, then the dry-run summary or training.
 pub fn run_train(paths: &Paths, args: &TrainArgs) -> Result<(), JobError> {
     let hp = load_hyperparameters(paths, &args.hyperparameters)?;
-    tracing::info!(hyperparameters = ?hp.resolved_pairs(), "hyperparameters resolved");
+    let resolved: Vec<String> = hp
+        .resolved_pairs()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    tracing::info!("hyperparameters: {}", resolved.join(" "));
     match sagemaker::read_resource_config(&paths.resource_config_file)? {
         Some(rc) => {
             tracing::info!(current_host = %rc.current_host, hosts = ?rc.hosts, rank = ?rc.host_rank(), instance_type = ?rc.current_instance_type, "resource config")

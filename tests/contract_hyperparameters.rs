@@ -52,9 +52,9 @@ fn sdk_encoded_values_with_sagemaker_keys_pass_the_dry_run() {
         hp_line(&summary, "model_name_or_path"),
         "distilbert-base-uncased"
     );
-    assert_eq!(hp_line(&summary, "epochs"), "1.0");
+    assert_eq!(hp_line(&summary, "epochs").parse::<f64>(), Ok(1.0));
     assert_eq!(hp_line(&summary, "train_batch_size"), "32");
-    assert_eq!(hp_line(&summary, "learning_rate"), "5e-5");
+    assert_eq!(hp_line(&summary, "learning_rate").parse::<f64>(), Ok(5e-5));
     assert_eq!(hp_line(&summary, "fp16"), "true");
     assert!(!summary.contains("sagemaker_program"), "{summary}");
     let log = String::from_utf8_lossy(&out.stderr);

@@ -94,7 +94,7 @@ mod tests {
         counts
             .iter()
             .enumerate()
-            .flat_map(|(id, &n)| std::iter::repeat(id).take(n))
+            .flat_map(|(id, &n)| std::iter::repeat_n(id, n))
             .collect()
     }
 
