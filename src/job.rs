@@ -566,3 +566,82 @@ pub fn run_train(paths: &Paths, args: &TrainArgs) -> Result<(), JobError> {
     }
     Err(JobError::TrainingNotBuilt)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_sources_by_precedence() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::from_root(dir.path());
+        std::fs::create_dir_all(&paths.config_dir).unwrap();
+        std::fs::write(
+            &paths.input_data_config_file,
+            r#"{"train": {"TrainingInputMode": "File"}, "validation": {"TrainingInputMode": "Pipe"},
+                "test": {"TrainingInputMode": "FastFile"}, "extra": {"TrainingInputMode": "File"}}"#,
+        )
+        .unwrap();
+        let hp = Hyperparameters {
+            train_uri: Some("s3://bucket/train/".into()),
+            ..Hyperparameters::default()
+        };
+        let cli = [ChannelArg {
+            name: "extra".into(),
+            location: "/somewhere/extra.csv".into(),
+        }];
+        let channels = resolve_channels(&paths, &hp, &cli).unwrap();
+        assert_eq!(
+            channels["train"],
+            ChannelSource::S3 {
+                uri: "s3://bucket/train/".into()
+            }
+        );
+        assert_eq!(
+            channels["validation"],
+            ChannelSource::Pipe {
+                fifo: dir.path().join("input/data/validation_0")
+            }
+        );
+        assert_eq!(
+            channels["test"],
+            ChannelSource::Local {
+                path: dir.path().join("input/data/test"),
+                mode: InputMode::FastFile
+            }
+        );
+        assert_eq!(
+            channels["extra"],
+            ChannelSource::Local {
+                path: PathBuf::from("/somewhere/extra.csv"),
+                mode: InputMode::File
+            }
+        );
+        assert_eq!(
+            eval_channel_name(&hp, &channels).unwrap().as_deref(),
+            Some("validation")
+        );
+    }
+
+    #[test]
+    fn eval_uri_feeds_the_named_eval_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::from_root(dir.path());
+        let hp = Hyperparameters {
+            eval_uri: Some("s3://bucket/val.csv".into()),
+            eval_channel: Some("holdout".into()),
+            ..Hyperparameters::default()
+        };
+        let channels = resolve_channels(&paths, &hp, &[]).unwrap();
+        assert!(matches!(channels["holdout"], ChannelSource::S3 { .. }));
+        assert_eq!(
+            eval_channel_name(&hp, &channels).unwrap().as_deref(),
+            Some("holdout")
+        );
+        let train_eval = Hyperparameters {
+            eval_channel: Some("train".into()),
+            ..Hyperparameters::default()
+        };
+        assert!(eval_channel_name(&train_eval, &channels).is_err());
+    }
+}

@@ -117,13 +117,7 @@ pub fn read_object(
         .collect::<Result<Vec<_>, _>>()
     {
         Ok(fields) => fields.iter().map(|f| f.trim().to_string()).collect(),
-        Err(_) => {
-            return Err(DataError::Read {
-                file,
-                line: 1,
-                problem: "the header row is not valid UTF-8; save the file as UTF-8".into(),
-            })
-        }
+        Err(_) => return Err(DataError::HeaderNotUtf8 { file }),
     };
     let text_at = column_index(&file, &header, &columns.text, "text_column")?;
     let label_at = column_index(&file, &header, &columns.label, "label_column")?;

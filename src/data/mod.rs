@@ -37,6 +37,8 @@ pub enum DataError {
         key: &'static str,
         found: String,
     },
+    #[error("{file}: the header row is not valid UTF-8; save the file as UTF-8")]
+    HeaderNotUtf8 { file: String },
     #[error("{file}: the header has column `{column}` more than once; rename one")]
     DuplicateColumn { file: String, column: String },
     #[error("{file}:{line}: {problem}")]
