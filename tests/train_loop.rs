@@ -18,6 +18,13 @@ use txcat::train::{
 };
 
 const VOCAB: i64 = 64;
+
+/// libtorch's RNG is process-global: tests that seed it must not interleave.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 const CLASSES: usize = 4;
 
 /// Mean of masked token embeddings -> LayerNorm -> dropout -> linear, with HF-style names.
@@ -115,6 +122,7 @@ fn opts() -> FitOptions {
 
 #[test]
 fn learns_separable_set_and_loss_decreases() {
+    let _serial = serial();
     let mut model = Tiny::new(3, 0.1);
     let started = std::time::Instant::now();
     let out = run(&mut model, &hp(), opts());
@@ -138,6 +146,7 @@ fn learns_separable_set_and_loss_decreases() {
 
 #[test]
 fn one_seed_gives_identical_runs_bit_for_bit() {
+    let _serial = serial();
     let mut a = Tiny::new(3, 0.1);
     let mut b = Tiny::new(3, 0.1);
     let hp = Hyperparameters { epochs: 2.0, ..hp() };
@@ -154,6 +163,7 @@ fn one_seed_gives_identical_runs_bit_for_bit() {
 
 #[test]
 fn accumulating_two_batches_of_four_equals_one_batch_of_eight() {
+    let _serial = serial();
     // Plain shuffles cut the same row order into 4s or 8s; no dropout, so only summation
     // order differs.
     let base = Hyperparameters { epochs: 2.0, group_by_length: false, ..hp() };
@@ -174,6 +184,7 @@ fn accumulating_two_batches_of_four_equals_one_batch_of_eight() {
 
 #[test]
 fn max_steps_overrides_epochs_and_evaluates_at_the_end() {
+    let _serial = serial();
     let mut model = Tiny::new(3, 0.1);
     let out = run(&mut model, &Hyperparameters { max_steps: Some(7), ..hp() }, opts());
     assert_eq!(out.state.global_step, 7);
@@ -183,6 +194,7 @@ fn max_steps_overrides_epochs_and_evaluates_at_the_end() {
 
 #[test]
 fn early_stopping_triggers_when_the_metric_stalls() {
+    let _serial = serial();
     // learning_rate 0: the first evaluation is the best, later ones never improve.
     let mut model = Tiny::new(3, 0.1);
     let hp = Hyperparameters {
@@ -199,6 +211,7 @@ fn early_stopping_triggers_when_the_metric_stalls() {
 
 #[test]
 fn fp16_loss_scaling_path_matches_fp32_on_finite_gradients() {
+    let _serial = serial();
     // The scale is a power of two, so scaling and unscaling fp32 gradients is exact.
     let hp = Hyperparameters { epochs: 1.0, ..hp() };
     let mut plain = Tiny::new(3, 0.1);
@@ -232,6 +245,7 @@ impl StepHook for StopAt {
 
 #[test]
 fn resuming_from_a_mid_epoch_state_reproduces_the_full_run() {
+    let _serial = serial();
     let hp = Hyperparameters { epochs: 2.0, ..hp() };
     let (train, eval) = (synthetic(160, 1), synthetic(40, 2));
     let mut full = Tiny::new(3, 0.1);
@@ -263,6 +277,7 @@ fn resuming_from_a_mid_epoch_state_reproduces_the_full_run() {
 
 #[test]
 fn stop_flag_interrupts_between_steps() {
+    let _serial = serial();
     let flag = Arc::new(AtomicBool::new(false));
     flag.store(true, Ordering::Relaxed);
     let mut model = Tiny::new(3, 0.1);

@@ -36,6 +36,11 @@ out = {"norms": norms, "params": {n: p.detach().reshape(-1).tolist() for n, p in
 print(json.dumps(out))
 "#;
 
+/// `vs` path for a dotted prefix (tch rejects dots inside one `sub`).
+fn path<'a>(vs: &'a nn::VarStore, dotted: &str) -> nn::Path<'a> {
+    dotted.split('.').fold(vs.root(), |p, part| p.sub(part))
+}
+
 fn values(n: usize, phase: f32, scale: f32, f: fn(f32) -> f32) -> Vec<f32> {
     (0..n).map(|i| f(i as f32 * 0.7 + phase) * scale).collect()
 }
@@ -55,19 +60,19 @@ fn adamw_and_clipping_match_pytorch() {
     let vs = nn::VarStore::new(Device::Cpu);
     let mut vars = Vec::new();
     let mut json_vars = serde_json::Map::new();
-    for (k, (path, leaf, shape)) in specs.iter().enumerate() {
+    for (k, (path_name, leaf, shape)) in specs.iter().enumerate() {
         let numel: i64 = shape.iter().product();
         let init = values(numel as usize, k as f32, 0.5, f32::sin);
         let t = Tensor::from_slice(&init).reshape(shape.as_slice());
-        let var = vs.root().sub(*path).var_copy(leaf, &t);
+        let var = path(&vs, path_name).var_copy(leaf, &t);
         let grads: Vec<Vec<f32>> = (0..lrs.len())
             .map(|s| values(numel as usize, k as f32 + 1.3 * s as f32, grad_scale[s], f32::cos))
             .collect();
         json_vars.insert(
-            format!("{path}.{leaf}"),
+            format!("{path_name}.{leaf}"),
             serde_json::json!({"init": init, "shape": shape, "grads": grads}),
         );
-        vars.push((format!("{path}.{leaf}"), var, grads, shape.clone()));
+        vars.push((format!("{path_name}.{leaf}"), var, grads, shape.clone()));
     }
     let mut opt = AdamW::new(
         &vs,
@@ -135,8 +140,8 @@ fn adamw_and_clipping_match_pytorch() {
     let vs2 = nn::VarStore::new(Device::Cpu);
     let mut vars2 = Vec::new();
     for (name, var, _, shape) in &vars {
-        let (path, leaf) = name.rsplit_once('.').unwrap();
-        let v2 = vs2.root().sub(path).var_copy(leaf, &var.detach().copy());
+        let (prefix, leaf) = name.rsplit_once('.').unwrap();
+        let v2 = path(&vs2, prefix).var_copy(leaf, &var.detach().copy());
         vars2.push((v2, shape.clone()));
     }
     let mut opt2 = AdamW::new(&vs2, AdamWConfig { weight_decay: wd, ..AdamWConfig::default() }).unwrap();
