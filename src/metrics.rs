@@ -16,7 +16,9 @@ use serde::Serialize;
 /// Errors from computing or writing metrics.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
-    #[error("metrics: {true_len} true labels but {pred_len} predictions; pass one prediction per row")]
+    #[error(
+        "metrics: {true_len} true labels but {pred_len} predictions; pass one prediction per row"
+    )]
     LengthMismatch { true_len: usize, pred_len: usize },
     #[error("metrics: class id {id} at row {row} is outside 0..{num_labels}; the label map and the data disagree")]
     ClassOutOfRange {
@@ -26,7 +28,9 @@ pub enum MetricsError {
     },
     #[error("metrics: {names} label names for {num_labels} classes; pass one name per class")]
     NamesMismatch { names: usize, num_labels: usize },
-    #[error("metrics: cannot write {path}: {source}; check that the directory exists and is writable")]
+    #[error(
+        "metrics: cannot write {path}: {source}; check that the directory exists and is writable"
+    )]
     Write {
         path: PathBuf,
         source: std::io::Error,
@@ -367,7 +371,10 @@ pub fn write_reports(
         &dir.join("evaluation.json"),
         &pretty(&final_report.evaluation_json()),
     )?;
-    write_file(&dir.join("confusion_matrix.csv"), &final_report.confusion_csv())?;
+    write_file(
+        &dir.join("confusion_matrix.csv"),
+        &final_report.confusion_csv(),
+    )?;
     write_file(&dir.join("per_class.csv"), &final_report.per_class_csv())?;
     Ok(())
 }
@@ -413,7 +420,10 @@ mod tests {
         assert!((r.macro_avg.f1 - (0.5 + 0.8 + 0.0) / 3.0).abs() < 1e-12);
         assert!((r.weighted.f1 - (0.5 * 2.0 + 0.8 * 2.0) / 5.0).abs() < 1e-12);
         assert!((r.micro.f1 - 0.6).abs() < 1e-12);
-        assert_eq!(r.confusion, vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 0]]);
+        assert_eq!(
+            r.confusion,
+            vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 0]]
+        );
     }
 
     #[test]
@@ -462,6 +472,8 @@ mod tests {
             j["multiclass_classification_metrics"]["confusion_matrix"]["C"]["A,B"],
             1
         );
-        assert!(r.per_class_csv().starts_with("label,precision,recall,f1,support\n\"A,B\",0.5,1,"));
+        assert!(r
+            .per_class_csv()
+            .starts_with("label,precision,recall,f1,support\n\"A,B\",0.5,1,"));
     }
 }

@@ -39,8 +39,16 @@ fn metrics_match_scikit_learn() {
         let y_pred: Vec<usize> = y_true
             .iter()
             .map(|&t| {
-                let p = if rng.gen_bool(0.6) { t } else { rng.gen_range(0..7) };
-                if p == 5 { 0 } else { p }
+                let p = if rng.gen_bool(0.6) {
+                    t
+                } else {
+                    rng.gen_range(0..7)
+                };
+                if p == 5 {
+                    0
+                } else {
+                    p
+                }
             })
             .collect();
         let names: Vec<String> = (0..n).map(|i| format!("L{i}")).collect();
@@ -53,24 +61,45 @@ fn metrics_match_scikit_learn() {
             .spawn()
             .expect("start python");
         let input = serde_json::json!({"y_true": y_true, "y_pred": y_pred, "n": n});
-        child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.to_string().as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "scikit-learn reference failed");
         let sk: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let f = |v: &serde_json::Value| v.as_f64().unwrap();
 
         close(r.accuracy, f(&sk["accuracy"]), "accuracy");
-        for (avg, mine) in [("micro", r.micro), ("macro", r.macro_avg), ("weighted", r.weighted)] {
+        for (avg, mine) in [
+            ("micro", r.micro),
+            ("macro", r.macro_avg),
+            ("weighted", r.weighted),
+        ] {
             close(mine.precision, f(&sk[avg][0]), &format!("{avg} precision"));
             close(mine.recall, f(&sk[avg][1]), &format!("{avg} recall"));
             close(mine.f1, f(&sk[avg][2]), &format!("{avg} f1"));
         }
         for c in 0..n {
             let pc = &r.per_class[c];
-            close(pc.precision, f(&sk["per_class"][0][c]), &format!("precision[{c}]"));
-            close(pc.recall, f(&sk["per_class"][1][c]), &format!("recall[{c}]"));
+            close(
+                pc.precision,
+                f(&sk["per_class"][0][c]),
+                &format!("precision[{c}]"),
+            );
+            close(
+                pc.recall,
+                f(&sk["per_class"][1][c]),
+                &format!("recall[{c}]"),
+            );
             close(pc.f1, f(&sk["per_class"][2][c]), &format!("f1[{c}]"));
-            close(pc.support as f64, f(&sk["per_class"][3][c]), &format!("support[{c}]"));
+            close(
+                pc.support as f64,
+                f(&sk["per_class"][3][c]),
+                &format!("support[{c}]"),
+            );
         }
         let confusion: Vec<Vec<u64>> = serde_json::from_value(sk["confusion"].clone()).unwrap();
         assert_eq!(r.confusion, confusion);

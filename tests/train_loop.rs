@@ -41,22 +41,52 @@ impl Tiny {
         tch::manual_seed(seed);
         let vs = nn::VarStore::new(Device::Cpu);
         let root = vs.root();
-        let emb = nn::embedding(root.sub("embeddings").sub("word_embeddings"), VOCAB, 16, Default::default());
-        let norm = nn::layer_norm(root.sub("embeddings").sub("LayerNorm"), vec![16], Default::default());
-        let classifier = nn::linear(root.sub("classifier"), 16, CLASSES as i64, Default::default());
-        Self { vs, emb, norm, classifier, dropout }
+        let emb = nn::embedding(
+            root.sub("embeddings").sub("word_embeddings"),
+            VOCAB,
+            16,
+            Default::default(),
+        );
+        let norm = nn::layer_norm(
+            root.sub("embeddings").sub("LayerNorm"),
+            vec![16],
+            Default::default(),
+        );
+        let classifier = nn::linear(
+            root.sub("classifier"),
+            16,
+            CLASSES as i64,
+            Default::default(),
+        );
+        Self {
+            vs,
+            emb,
+            norm,
+            classifier,
+            dropout,
+        }
     }
 
     fn weights(&self) -> Vec<(String, Tensor)> {
-        let mut v: Vec<(String, Tensor)> =
-            self.vs.variables().into_iter().map(|(k, t)| (k, t.detach().copy())).collect();
+        let mut v: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .map(|(k, t)| (k, t.detach().copy()))
+            .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
 }
 
 impl ClassifierModel for Tiny {
-    fn forward_t(&self, ids: &Tensor, mask: &Tensor, _types: Option<&Tensor>, train: bool) -> Tensor {
+    fn forward_t(
+        &self,
+        ids: &Tensor,
+        mask: &Tensor,
+        _types: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
         // ids, mask [b, s] -> [b, s, 16] -> masked mean [b, 16] -> logits [b, CLASSES]
         let m = mask.to_kind(Kind::Float).unsqueeze(-1);
         let pooled = (self.emb.forward(ids) * &m).sum_dim_intlist(1, false, Kind::Float)
@@ -126,11 +156,19 @@ fn learns_separable_set_and_loss_decreases() {
     let mut model = Tiny::new(3, 0.1);
     let started = std::time::Instant::now();
     let out = run(&mut model, &hp(), opts());
-    assert!(started.elapsed().as_secs() < 30, "too slow: {:?}", started.elapsed());
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "too slow: {:?}",
+        started.elapsed()
+    );
     assert_eq!(out.stop_reason, StopReason::Completed);
     let train = synthetic(160, 1);
     let on_train = evaluate(&model, &train, 32, 0, Device::Cpu, &names()).unwrap();
-    assert_eq!(on_train.accuracy, 1.0, "train accuracy {}", on_train.accuracy);
+    assert_eq!(
+        on_train.accuracy, 1.0,
+        "train accuracy {}",
+        on_train.accuracy
+    );
     let losses: Vec<f64> = out
         .state
         .history
@@ -138,10 +176,17 @@ fn learns_separable_set_and_loss_decreases() {
         .map(|r| r.metrics.iter().find(|(k, _)| k == "eval_loss").unwrap().1)
         .collect();
     assert_eq!(losses.len(), 6, "one evaluation per epoch");
-    assert!(losses[5] < losses[0] * 0.5, "eval loss did not fall: {losses:?}");
+    assert!(
+        losses[5] < losses[0] * 0.5,
+        "eval loss did not fall: {losses:?}"
+    );
     assert!(out.train_loss.is_finite() && out.train_loss > 0.0);
     assert!(out.final_report.unwrap().accuracy > 0.95);
-    assert!(out.padding_efficiency > 0.8, "bucketing: {}", out.padding_efficiency);
+    assert!(
+        out.padding_efficiency > 0.8,
+        "bucketing: {}",
+        out.padding_efficiency
+    );
 }
 
 #[test]
@@ -149,7 +194,10 @@ fn one_seed_gives_identical_runs_bit_for_bit() {
     let _serial = serial();
     let mut a = Tiny::new(3, 0.1);
     let mut b = Tiny::new(3, 0.1);
-    let hp = Hyperparameters { epochs: 2.0, ..hp() };
+    let hp = Hyperparameters {
+        epochs: 2.0,
+        ..hp()
+    };
     let (ra, rb) = (run(&mut a, &hp, opts()), run(&mut b, &hp, opts()));
     assert_eq!(ra.final_report, rb.final_report);
     assert_eq!(ra.state.history, rb.state.history);
@@ -158,7 +206,10 @@ fn one_seed_gives_identical_runs_bit_for_bit() {
     }
     let mut c = Tiny::new(3, 0.1);
     let rc = run(&mut c, &Hyperparameters { seed: 8, ..hp }, opts());
-    assert_ne!(ra.state.history, rc.state.history, "another seed should change the run");
+    assert_ne!(
+        ra.state.history, rc.state.history,
+        "another seed should change the run"
+    );
 }
 
 #[test]
@@ -166,13 +217,21 @@ fn accumulating_two_batches_of_four_equals_one_batch_of_eight() {
     let _serial = serial();
     // Plain shuffles cut the same row order into 4s or 8s; no dropout, so only summation
     // order differs.
-    let base = Hyperparameters { epochs: 2.0, group_by_length: false, ..hp() };
+    let base = Hyperparameters {
+        epochs: 2.0,
+        group_by_length: false,
+        ..hp()
+    };
     let mut one = Tiny::new(3, 0.0);
     let mut two = Tiny::new(3, 0.0);
     let r1 = run(&mut one, &base, opts());
     let r2 = run(
         &mut two,
-        &Hyperparameters { train_batch_size: 4, gradient_accumulation_steps: 2, ..base },
+        &Hyperparameters {
+            train_batch_size: 4,
+            gradient_accumulation_steps: 2,
+            ..base
+        },
         opts(),
     );
     assert_eq!(r1.state.global_step, r2.state.global_step);
@@ -186,7 +245,14 @@ fn accumulating_two_batches_of_four_equals_one_batch_of_eight() {
 fn max_steps_overrides_epochs_and_evaluates_at_the_end() {
     let _serial = serial();
     let mut model = Tiny::new(3, 0.1);
-    let out = run(&mut model, &Hyperparameters { max_steps: Some(7), ..hp() }, opts());
+    let out = run(
+        &mut model,
+        &Hyperparameters {
+            max_steps: Some(7),
+            ..hp()
+        },
+        opts(),
+    );
     assert_eq!(out.state.global_step, 7);
     assert_eq!(out.state.history.last().unwrap().step, 7);
     assert!(out.final_report.is_some());
@@ -213,11 +279,21 @@ fn early_stopping_triggers_when_the_metric_stalls() {
 fn fp16_loss_scaling_path_matches_fp32_on_finite_gradients() {
     let _serial = serial();
     // The scale is a power of two, so scaling and unscaling fp32 gradients is exact.
-    let hp = Hyperparameters { epochs: 1.0, ..hp() };
+    let hp = Hyperparameters {
+        epochs: 1.0,
+        ..hp()
+    };
     let mut plain = Tiny::new(3, 0.1);
     let mut scaled = Tiny::new(3, 0.1);
     run(&mut plain, &hp, opts());
-    let out = run(&mut scaled, &hp, FitOptions { precision: Precision::Fp16, ..opts() });
+    let out = run(
+        &mut scaled,
+        &hp,
+        FitOptions {
+            precision: Precision::Fp16,
+            ..opts()
+        },
+    );
     assert_eq!(out.state.loss_scale, Some(65536.0));
     for ((n, x), (_, y)) in plain.weights().iter().zip(scaled.weights().iter()) {
         let diff = (x - y).abs().max().double_value(&[]);
@@ -225,10 +301,17 @@ fn fp16_loss_scaling_path_matches_fp32_on_finite_gradients() {
     }
 }
 
+/// What a checkpoint would store: loop state, optimizer state, weights.
+type Saved = (
+    txcat::train::TrainState,
+    txcat::train::optim::AdamWState,
+    txcat::train::WeightSnapshot,
+);
+
 /// Stops at a given step and keeps what a checkpoint would store.
 struct StopAt {
     step: u64,
-    saved: Option<(txcat::train::TrainState, txcat::train::optim::AdamWState, Vec<(String, Tensor)>)>,
+    saved: Option<Saved>,
 }
 
 impl StepHook for StopAt {
@@ -236,7 +319,12 @@ impl StepHook for StopAt {
         if ctx.state.global_step < self.step {
             return Ok(HookAction::Continue);
         }
-        let weights = ctx.vars.variables().into_iter().map(|(k, t)| (k, t.detach().copy())).collect();
+        let weights = ctx
+            .vars
+            .variables()
+            .into_iter()
+            .map(|(k, t)| (k, t.detach().copy()))
+            .collect();
         let optim = ctx.optimizer.export_state().map_err(|e| e.to_string())?;
         self.saved = Some((ctx.state.clone(), optim, weights));
         Ok(HookAction::Stop)
@@ -246,13 +334,19 @@ impl StepHook for StopAt {
 #[test]
 fn resuming_from_a_mid_epoch_state_reproduces_the_full_run() {
     let _serial = serial();
-    let hp = Hyperparameters { epochs: 2.0, ..hp() };
+    let hp = Hyperparameters {
+        epochs: 2.0,
+        ..hp()
+    };
     let (train, eval) = (synthetic(160, 1), synthetic(40, 2));
     let mut full = Tiny::new(3, 0.1);
     fit(&mut full, &train, &eval, &hp, opts(), &mut ()).unwrap();
 
     let mut first = Tiny::new(3, 0.1);
-    let mut hook = StopAt { step: 13, saved: None };
+    let mut hook = StopAt {
+        step: 13,
+        saved: None,
+    };
     let out = fit(&mut first, &train, &eval, &hp, opts(), &mut hook).unwrap();
     assert_eq!(out.stop_reason, StopReason::Hook);
     let (state, optimizer, weights) = hook.saved.unwrap();
@@ -266,7 +360,11 @@ fn resuming_from_a_mid_epoch_state_reproduces_the_full_run() {
         }
     });
     let opts = FitOptions {
-        resume: Some(ResumePoint { state, optimizer, best_weights: None }),
+        resume: Some(ResumePoint {
+            state,
+            optimizer,
+            best_weights: None,
+        }),
         ..opts()
     };
     fit(&mut resumed, &train, &eval, &hp, opts, &mut ()).unwrap();
@@ -281,7 +379,14 @@ fn stop_flag_interrupts_between_steps() {
     let flag = Arc::new(AtomicBool::new(false));
     flag.store(true, Ordering::Relaxed);
     let mut model = Tiny::new(3, 0.1);
-    let out = run(&mut model, &hp(), FitOptions { stop: Some(flag), ..opts() });
+    let out = run(
+        &mut model,
+        &hp(),
+        FitOptions {
+            stop: Some(flag),
+            ..opts()
+        },
+    );
     assert_eq!(out.stop_reason, StopReason::Interrupted);
     assert_eq!(out.state.global_step, 1);
     assert!(out.final_report.is_none());

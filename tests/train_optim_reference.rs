@@ -66,7 +66,14 @@ fn adamw_and_clipping_match_pytorch() {
         let t = Tensor::from_slice(&init).reshape(shape.as_slice());
         let var = path(&vs, path_name).var_copy(leaf, &t);
         let grads: Vec<Vec<f32>> = (0..lrs.len())
-            .map(|s| values(numel as usize, k as f32 + 1.3 * s as f32, grad_scale[s], f32::cos))
+            .map(|s| {
+                values(
+                    numel as usize,
+                    k as f32 + 1.3 * s as f32,
+                    grad_scale[s],
+                    f32::cos,
+                )
+            })
             .collect();
         json_vars.insert(
             format!("{path_name}.{leaf}"),
@@ -89,7 +96,9 @@ fn adamw_and_clipping_match_pytorch() {
         // loss = sum(p * G) makes each gradient exactly G.
         let loss = vars
             .iter()
-            .map(|(_, v, g, shape)| (v * Tensor::from_slice(&g[step]).reshape(shape.as_slice())).sum(Kind::Float))
+            .map(|(_, v, g, shape)| {
+                (v * Tensor::from_slice(&g[step]).reshape(shape.as_slice())).sum(Kind::Float)
+            })
             .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |a, b| a + b);
         loss.backward();
         norms.push(opt.clip_grad_norm(max_norm).unwrap().double_value(&[]));
@@ -106,15 +115,26 @@ fn adamw_and_clipping_match_pytorch() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("start python");
-    child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "python reference failed");
     let reference: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
     let ref_norms: Vec<f64> = serde_json::from_value(reference["norms"].clone()).unwrap();
-    assert!(ref_norms[0] > max_norm * 2.0, "step 0 must exercise clipping");
+    assert!(
+        ref_norms[0] > max_norm * 2.0,
+        "step 0 must exercise clipping"
+    );
     for (a, b) in norms.iter().zip(&ref_norms) {
-        assert!((a - b).abs() <= 1e-6 * b.max(1.0), "norms {norms:?} vs {ref_norms:?}");
+        assert!(
+            (a - b).abs() <= 1e-6 * b.max(1.0),
+            "norms {norms:?} vs {ref_norms:?}"
+        );
     }
     let state = opt.export_state().unwrap();
     assert_eq!(state.step, lrs.len() as u64);
@@ -144,18 +164,36 @@ fn adamw_and_clipping_match_pytorch() {
         let v2 = path(&vs2, prefix).var_copy(leaf, &var.detach().copy());
         vars2.push((v2, shape.clone()));
     }
-    let mut opt2 = AdamW::new(&vs2, AdamWConfig { weight_decay: wd, ..AdamWConfig::default() }).unwrap();
+    let mut opt2 = AdamW::new(
+        &vs2,
+        AdamWConfig {
+            weight_decay: wd,
+            ..AdamWConfig::default()
+        },
+    )
+    .unwrap();
     opt2.import_state(&state).unwrap();
-    for (o, vv) in [(&mut opt, vars.iter().map(|v| (v.1.shallow_clone(), v.3.clone())).collect::<Vec<_>>()), (&mut opt2, vars2)] {
+    for (o, vv) in [
+        (
+            &mut opt,
+            vars.iter()
+                .map(|v| (v.1.shallow_clone(), v.3.clone()))
+                .collect::<Vec<_>>(),
+        ),
+        (&mut opt2, vars2),
+    ] {
         let loss = vv
             .iter()
-            .map(|(v, shape)| (v * Tensor::ones(shape.as_slice(), (Kind::Float, Device::Cpu))).sum(Kind::Float))
+            .map(|(v, shape)| {
+                (v * Tensor::ones(shape.as_slice(), (Kind::Float, Device::Cpu))).sum(Kind::Float)
+            })
             .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |a, b| a + b);
         loss.backward();
         o.step(1e-3).unwrap();
     }
     for ((_, a, _, _), (name, b)) in vars.iter().zip(
-        vars.iter().map(|(n, _, _, _)| (n.clone(), vs2.variables()[n].shallow_clone())),
+        vars.iter()
+            .map(|(n, _, _, _)| (n.clone(), vs2.variables()[n].shallow_clone())),
     ) {
         assert!(a.equal(&b), "{name} differs after import");
     }

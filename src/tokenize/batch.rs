@@ -113,7 +113,10 @@ impl TokenizedSet {
     /// Pads rows `rows` (in that order) to their longest row with `pad_id`.
     pub fn assemble(&self, rows: &[usize], pad_id: u32) -> Batch {
         // A zero-length row still gets one (masked) position so tensors are never empty.
-        let seq_len = rows.iter().map(|&r| self.offsets[r + 1] - self.offsets[r]).max();
+        let seq_len = rows
+            .iter()
+            .map(|&r| self.offsets[r + 1] - self.offsets[r])
+            .max();
         let seq_len = seq_len.unwrap_or(0).max(1);
         let cells = rows.len() * seq_len;
         let mut input_ids = vec![i64::from(pad_id); cells];
@@ -237,7 +240,12 @@ pub fn plan_epoch(
     let longest = batches
         .iter()
         .enumerate()
-        .max_by_key(|(i, b)| (b.iter().map(|&r| lengths[r]).max().unwrap_or(0), std::cmp::Reverse(*i)))
+        .max_by_key(|(i, b)| {
+            (
+                b.iter().map(|&r| lengths[r]).max().unwrap_or(0),
+                std::cmp::Reverse(*i),
+            )
+        })
         .map(|(i, _)| i);
     if let Some(i) = longest {
         batches.swap(0, i);

@@ -29,7 +29,9 @@ pub enum PrecisionError {
     Both,
     #[error("hyperparameters: {flag}=true needs a CUDA device, but training runs on {device:?}; drop the flag or use a GPU instance")]
     NeedsCuda { flag: &'static str, device: Device },
-    #[error("hyperparameters: bf16=true but this GPU has no bfloat16 support; use fp16=true instead")]
+    #[error(
+        "hyperparameters: bf16=true but this GPU has no bfloat16 support; use fp16=true instead"
+    )]
     NoBf16,
 }
 
@@ -137,7 +139,10 @@ mod tests {
     fn precision_resolution() {
         let mut hp = Hyperparameters::default();
         let gpu = Device::Cuda(0);
-        assert_eq!(resolve_precision(&hp, Device::Cpu, false).unwrap(), Precision::Fp32);
+        assert_eq!(
+            resolve_precision(&hp, Device::Cpu, false).unwrap(),
+            Precision::Fp32
+        );
         assert_eq!(resolve_precision(&hp, gpu, true).unwrap(), Precision::Bf16);
         assert_eq!(resolve_precision(&hp, gpu, false).unwrap(), Precision::Fp32);
         hp.fp16 = true;
@@ -147,9 +152,15 @@ mod tests {
             Err(PrecisionError::NeedsCuda { flag: "fp16", .. })
         ));
         hp.bf16 = Some(true);
-        assert!(matches!(resolve_precision(&hp, gpu, true), Err(PrecisionError::Both)));
+        assert!(matches!(
+            resolve_precision(&hp, gpu, true),
+            Err(PrecisionError::Both)
+        ));
         hp.fp16 = false;
-        assert!(matches!(resolve_precision(&hp, gpu, false), Err(PrecisionError::NoBf16)));
+        assert!(matches!(
+            resolve_precision(&hp, gpu, false),
+            Err(PrecisionError::NoBf16)
+        ));
         hp.bf16 = Some(false);
         assert_eq!(resolve_precision(&hp, gpu, true).unwrap(), Precision::Fp32);
     }

@@ -251,7 +251,11 @@ fn balanced_weights(labels: &[u32], num_labels: usize) -> Vec<f32> {
         .collect()
 }
 
-fn check_labels(set: &TokenizedSet, name: &'static str, num_labels: usize) -> Result<(), TrainError> {
+fn check_labels(
+    set: &TokenizedSet,
+    name: &'static str,
+    num_labels: usize,
+) -> Result<(), TrainError> {
     match set.labels().iter().position(|&l| l as usize >= num_labels) {
         Some(row) => Err(TrainError::LabelOutOfRange {
             set: name,
@@ -320,7 +324,10 @@ pub fn evaluate<M: ClassifierModel>(
     let lengths = set.lengths();
     let mut order: Vec<usize> = (0..set.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
-    let plan: Vec<Vec<usize>> = order.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect();
+    let plan: Vec<Vec<usize>> = order
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect();
     let mut loss_sum = Tensor::f_zeros([], (Kind::Float, device))?;
     let mut preds = Vec::with_capacity(plan.len());
     std::thread::scope(|scope| -> Result<(), TrainError> {
@@ -336,8 +343,13 @@ pub fn evaluate<M: ClassifierModel>(
                 false,
             );
             let logits = logits.f_to_kind(Kind::Float)?;
-            let loss =
-                logits.f_cross_entropy_loss::<Tensor>(&b.labels, None, Reduction::Sum, -100, 0.0)?;
+            let loss = logits.f_cross_entropy_loss::<Tensor>(
+                &b.labels,
+                None,
+                Reduction::Sum,
+                -100,
+                0.0,
+            )?;
             loss_sum = loss_sum.f_add(&loss)?;
             preds.push(logits.f_argmax(-1, false)?);
         }
@@ -566,7 +578,10 @@ pub fn fit<M: ClassifierModel>(
                 let batch_index = start_batch + i;
                 let group_start = batch_index / accum * accum;
                 let group_end = (group_start + accum).min(epoch_plan.len());
-                let group_rows: usize = epoch_plan[group_start..group_end].iter().map(Vec::len).sum();
+                let group_rows: usize = epoch_plan[group_start..group_end]
+                    .iter()
+                    .map(Vec::len)
+                    .sum();
                 let b = item?.to_device(device)?;
                 window.started.get_or_insert_with(Instant::now);
 
@@ -595,14 +610,17 @@ pub fn fit<M: ClassifierModel>(
                 {
                     let _guard = tch::no_grad_guard();
                     let detached = loss.f_detach()?;
-                    sums.loss_rows = sums.loss_rows.f_add(&detached.f_mul_scalar(b.rows as f64)?)?;
+                    sums.loss_rows = sums
+                        .loss_rows
+                        .f_add(&detached.f_mul_scalar(b.rows as f64)?)?;
                     let bad = detached
                         .f_isfinite()?
                         .f_logical_not()?
                         .f_logical_and(&sums.first_bad.f_lt(0)?)?;
-                    sums.first_bad = sums
-                        .first_bad
-                        .f_where_scalarother(&bad.f_logical_not()?, (state.global_step + 1) as i64)?;
+                    sums.first_bad = sums.first_bad.f_where_scalarother(
+                        &bad.f_logical_not()?,
+                        (state.global_step + 1) as i64,
+                    )?;
                 }
                 window.rows += b.rows as u64;
                 rows_seen += b.rows as u64;
@@ -660,7 +678,10 @@ pub fn fit<M: ClassifierModel>(
                     let eta = run_start.elapsed().as_secs_f64() / done.max(1.0)
                         * (plan.total_steps - step) as f64;
                     let mut pairs = vec![
-                        ("epoch".to_string(), step as f64 / plan.steps_per_epoch as f64),
+                        (
+                            "epoch".to_string(),
+                            step as f64 / plan.steps_per_epoch as f64,
+                        ),
                         ("step".to_string(), step as f64),
                         ("loss".to_string(), loss),
                         ("learning_rate".to_string(), lr),
@@ -703,7 +724,9 @@ pub fn fit<M: ClassifierModel>(
                     epoch_end: false,
                     best_weights: best_weights.as_ref(),
                 };
-                if hook.after_step(&ctx).map_err(|message| TrainError::Hook { step, message })?
+                if hook
+                    .after_step(&ctx)
+                    .map_err(|message| TrainError::Hook { step, message })?
                     == HookAction::Stop
                 {
                     return Ok(Some(StopReason::Hook));
@@ -738,10 +761,20 @@ pub fn fit<M: ClassifierModel>(
             && last_eval_step != Some(step)
             && (epoch_end || eval_now || step >= plan.total_steps);
         if should_eval {
-            let report = evaluate(&*model, eval, hp.eval_batch_size, pad_id, device, &label_names)?;
+            let report = evaluate(
+                &*model,
+                eval,
+                hp.eval_batch_size,
+                pad_id,
+                device,
+                &label_names,
+            )?;
             last_eval_step = Some(step);
             let mut pairs = vec![
-                ("epoch".to_string(), step as f64 / plan.steps_per_epoch as f64),
+                (
+                    "epoch".to_string(),
+                    step as f64 / plan.steps_per_epoch as f64,
+                ),
                 ("step".to_string(), step as f64),
             ];
             pairs.extend(report.scalars("eval"));
@@ -789,7 +822,9 @@ pub fn fit<M: ClassifierModel>(
             epoch_end,
             best_weights: best_weights.as_ref(),
         };
-        if hook.after_step(&ctx).map_err(|message| TrainError::Hook { step, message })?
+        if hook
+            .after_step(&ctx)
+            .map_err(|message| TrainError::Hook { step, message })?
             == HookAction::Stop
         {
             stop_reason = StopReason::Hook;
@@ -850,11 +885,14 @@ pub fn fit<M: ClassifierModel>(
     } else {
         state.train_loss_sum / state.train_loss_rows as f64
     };
-    let best = state.best_step.zip(state.best_metric).map(|(step, value)| BestModel {
-        step,
-        metric: metric_name.clone(),
-        value,
-    });
+    let best = state
+        .best_step
+        .zip(state.best_metric)
+        .map(|(step, value)| BestModel {
+            step,
+            metric: metric_name.clone(),
+            value,
+        });
     tracing::info!(
         "{}",
         metrics::log_line(&[
@@ -915,6 +953,9 @@ mod tests {
     fn metric_names_resolve_with_or_without_prefix() {
         assert_eq!(resolve_metric("f1_macro").unwrap(), "eval_f1_macro");
         assert_eq!(resolve_metric("eval_loss").unwrap(), "eval_loss");
-        assert!(matches!(resolve_metric("bleu"), Err(TrainError::UnknownMetric { .. })));
+        assert!(matches!(
+            resolve_metric("bleu"),
+            Err(TrainError::UnknownMetric { .. })
+        ));
     }
 }

@@ -66,7 +66,9 @@ pub fn decays(name: &str) -> bool {
         || lower.contains("layernorm")
         || lower.contains("layer_norm")
         || lower.contains("rmsnorm")
-        || lower.split('.').any(|part| part == "norm" || part.ends_with("_norm"));
+        || lower
+            .split('.')
+            .any(|part| part == "norm" || part.ends_with("_norm"));
     !no_decay
 }
 
@@ -299,7 +301,9 @@ impl AdamW {
         let mut vars = Vec::with_capacity(self.slots.len());
         for s in &self.slots {
             let take = |buf: &Tensor| -> Result<Tensor, TchError> {
-                let slice = buf.f_narrow(0, s.offset, s.numel)?.f_view(s.shape.as_slice())?;
+                let slice = buf
+                    .f_narrow(0, s.offset, s.numel)?
+                    .f_view(s.shape.as_slice())?;
                 let mut out = Tensor::f_zeros(s.shape.as_slice(), (slice.f_kind()?, Device::Cpu))?;
                 out.f_copy_(&slice)?;
                 Ok(out)
@@ -327,7 +331,10 @@ impl AdamW {
                     s.name
                 ))
             })?;
-            for (src, dst) in [(&found.exp_avg, &self.exp_avg), (&found.exp_avg_sq, &self.exp_avg_sq)] {
+            for (src, dst) in [
+                (&found.exp_avg, &self.exp_avg),
+                (&found.exp_avg_sq, &self.exp_avg_sq),
+            ] {
                 if src.size() != s.shape {
                     return Err(OptimError::State(format!(
                         "variable `{}` has shape {:?} in the saved optimizer state but {:?} in the model",
