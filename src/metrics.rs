@@ -448,6 +448,33 @@ mod tests {
     }
 
     #[test]
+    fn write_reports_writes_the_four_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = classification_report(&[0, 1, 1], &[0, 1, 0], &names(2), Some(0.25)).unwrap();
+        let history = vec![EvalRecord {
+            epoch: 1.0,
+            step: 10,
+            metrics: r.scalars("eval"),
+        }];
+        write_reports(dir.path(), &r, &history).unwrap();
+        let metrics: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("metrics.json")).unwrap())
+                .unwrap();
+        assert_eq!(metrics["final"]["eval_loss"], 0.25);
+        assert_eq!(metrics["history"][0]["step"], 10);
+        let eval: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("evaluation.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(eval["multiclass_classification_metrics"]["weighted_f1"]["value"].is_f64());
+        let csv = std::fs::read_to_string(dir.path().join("confusion_matrix.csv")).unwrap();
+        assert!(csv.starts_with("true\\pred,C0,C1\n"));
+        assert!(dir.path().join("per_class.csv").exists());
+        let missing = write_reports(&dir.path().join("nope"), &r, &history).unwrap_err();
+        assert!(missing.to_string().contains("nope"));
+    }
+
+    #[test]
     fn log_line_is_regex_friendly() {
         let line = log_line(&[
             ("epoch".into(), 1.0),
