@@ -457,9 +457,10 @@ mod tests {
             metrics: r.scalars("eval"),
         }];
         write_reports(dir.path(), &r, &history).unwrap();
-        let metrics: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("metrics.json")).unwrap())
-                .unwrap();
+        let metrics: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("metrics.json")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(metrics["final"]["eval_loss"], 0.25);
         assert_eq!(metrics["history"][0]["step"], 10);
         let eval: serde_json::Value = serde_json::from_str(
