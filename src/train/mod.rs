@@ -1,1 +1,19 @@
-//! (to be written)
+//! Fine-tuning: the training loop and its parts (optimizer, schedule, mixed precision, device
+//! transfer).
+//!
+//! [`fit`] drives any [`crate::model::ClassifierModel`] over a [`crate::tokenize::batch::TokenizedSet`]:
+//! bucketed batches assembled on a background thread, AdamW with HF semantics, warm-up + decay,
+//! gradient accumulation, clipping, fp16 loss scaling, periodic evaluation, best-model
+//! selection, early stopping, log lines SageMaker can parse, and seams ([`StepHook`],
+//! [`TrainState`], a stop flag) for checkpoints and spot interruption.
+
+pub mod amp;
+pub mod device;
+mod fit;
+pub mod optim;
+pub mod schedule;
+
+pub use fit::{
+    evaluate, fit, plan_steps, BestModel, FitOptions, HookAction, ResumePoint, StepContext,
+    StepHook, StepPlan, StopReason, TrainError, TrainOutcome, TrainState, WeightSnapshot,
+};

@@ -1,0 +1,186 @@
+//! Mixed-precision settings and fp16 dynamic loss scaling.
+//!
+//! The model casts its own matmuls (it exposes the compute kind on its concrete type); the loop
+//! only needs to know whether gradients come scaled. [`GradScaler`] follows PyTorch's
+//! `torch.amp.GradScaler`: initial scale 2^16, doubled after 2000 consecutive finite steps,
+//! halved (and the optimizer step skipped) when any gradient is inf/NaN. Scale and growth counter
+//! live on the device and are updated by libtorch's `_amp_update_scale_`, so only the skip decision
+//! reads a value back.
+
+use tch::{Device, Kind, TchError, Tensor};
+
+use crate::hyperparams::Hyperparameters;
+
+/// Numeric precision of the forward/backward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Fp32,
+    /// bfloat16 compute, no loss scaling.
+    Bf16,
+    /// float16 compute with dynamic loss scaling.
+    Fp16,
+}
+
+/// Errors resolving the precision.
+#[derive(Debug, thiserror::Error)]
+pub enum PrecisionError {
+    #[error("hyperparameters: fp16 and bf16 are both set; choose one")]
+    Both,
+    #[error("hyperparameters: {flag}=true needs a CUDA device, but training runs on {device:?}; drop the flag or use a GPU instance")]
+    NeedsCuda { flag: &'static str, device: Device },
+    #[error(
+        "hyperparameters: bf16=true but this GPU has no bfloat16 support; use fp16=true instead"
+    )]
+    NoBf16,
+}
+
+/// Picks the precision: explicit flags win; `bf16=None` means bf16 where the GPU supports it;
+/// CPU always runs fp32.
+pub fn resolve_precision(
+    hp: &Hyperparameters,
+    device: Device,
+    gpu_supports_bf16: bool,
+) -> Result<Precision, PrecisionError> {
+    let cuda = device.is_cuda();
+    match (hp.fp16, hp.bf16) {
+        (true, Some(true)) => Err(PrecisionError::Both),
+        (true, _) if !cuda => Err(PrecisionError::NeedsCuda {
+            flag: "fp16",
+            device,
+        }),
+        (true, _) => Ok(Precision::Fp16),
+        (false, Some(true)) if !cuda => Err(PrecisionError::NeedsCuda {
+            flag: "bf16",
+            device,
+        }),
+        (false, Some(true)) if !gpu_supports_bf16 => Err(PrecisionError::NoBf16),
+        (false, Some(true)) => Ok(Precision::Bf16),
+        (false, None) if cuda && gpu_supports_bf16 => Ok(Precision::Bf16),
+        _ => Ok(Precision::Fp32),
+    }
+}
+
+/// Dynamic loss scaling for fp16 (PyTorch `GradScaler` defaults).
+#[derive(Debug)]
+pub struct GradScaler {
+    /// `[1]` f32 on the device.
+    scale: Tensor,
+    /// `[1]` i32 on the device: consecutive finite steps.
+    growth_tracker: Tensor,
+    pub growth_factor: f64,
+    pub backoff_factor: f64,
+    pub growth_interval: i64,
+}
+
+impl GradScaler {
+    /// A scaler at 2^16 on `device`.
+    pub fn new(device: Device) -> Result<Self, TchError> {
+        Self::with_scale(device, 65536.0, 0)
+    }
+
+    /// A scaler at a given scale and growth count (for resuming).
+    pub fn with_scale(device: Device, scale: f64, growth: i32) -> Result<Self, TchError> {
+        Ok(Self {
+            scale: Tensor::f_full([1], scale, (Kind::Float, device))?,
+            growth_tracker: Tensor::f_full([1], growth as i64, (Kind::Int, device))?,
+            growth_factor: 2.0,
+            backoff_factor: 0.5,
+            growth_interval: 2000,
+        })
+    }
+
+    /// `loss * scale` (a graph op, so backward produces scaled gradients).
+    pub fn scale_loss(&self, loss: &Tensor) -> Result<Tensor, TchError> {
+        loss.f_mul(&self.scale)
+    }
+
+    /// Divides `grads` by the scale in place and returns `[1]` f32: 1.0 when any value is inf/NaN.
+    pub fn unscale(&self, grads: &mut Tensor) -> Result<Tensor, TchError> {
+        let _guard = tch::no_grad_guard();
+        let _ = grads.f_mul_(&self.scale.f_reciprocal()?)?;
+        grads
+            .f_isfinite()?
+            .f_all()?
+            .f_logical_not()?
+            .f_to_kind(Kind::Float)?
+            .f_reshape([1])
+    }
+
+    /// Updates the scale after a step: back off on `found_inf`, grow after `growth_interval`
+    /// finite steps.
+    pub fn update(&mut self, found_inf: &Tensor) -> Result<(), TchError> {
+        let _ = self.scale.f_internal_amp_update_scale_(
+            &self.growth_tracker,
+            found_inf,
+            self.growth_factor,
+            self.backoff_factor,
+            self.growth_interval,
+        )?;
+        Ok(())
+    }
+
+    /// Current scale (reads the device).
+    pub fn scale_value(&self) -> Result<f64, TchError> {
+        self.scale.f_double_value(&[0])
+    }
+
+    /// Current growth count (reads the device).
+    pub fn growth_value(&self) -> Result<i64, TchError> {
+        self.growth_tracker.f_int64_value(&[0])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precision_resolution() {
+        let mut hp = Hyperparameters::default();
+        let gpu = Device::Cuda(0);
+        assert_eq!(
+            resolve_precision(&hp, Device::Cpu, false).unwrap(),
+            Precision::Fp32
+        );
+        assert_eq!(resolve_precision(&hp, gpu, true).unwrap(), Precision::Bf16);
+        assert_eq!(resolve_precision(&hp, gpu, false).unwrap(), Precision::Fp32);
+        hp.fp16 = true;
+        assert_eq!(resolve_precision(&hp, gpu, true).unwrap(), Precision::Fp16);
+        assert!(matches!(
+            resolve_precision(&hp, Device::Cpu, true),
+            Err(PrecisionError::NeedsCuda { flag: "fp16", .. })
+        ));
+        hp.bf16 = Some(true);
+        assert!(matches!(
+            resolve_precision(&hp, gpu, true),
+            Err(PrecisionError::Both)
+        ));
+        hp.fp16 = false;
+        assert!(matches!(
+            resolve_precision(&hp, gpu, false),
+            Err(PrecisionError::NoBf16)
+        ));
+        hp.bf16 = Some(false);
+        assert_eq!(resolve_precision(&hp, gpu, true).unwrap(), Precision::Fp32);
+    }
+
+    #[test]
+    fn scaler_backs_off_on_inf_and_grows_after_interval() {
+        let mut s = GradScaler::new(Device::Cpu).unwrap();
+        s.growth_interval = 3;
+        let mut g = Tensor::from_slice(&[65536.0f32, f32::INFINITY]);
+        let inf = s.unscale(&mut g).unwrap();
+        assert_eq!(inf.double_value(&[0]), 1.0);
+        s.update(&inf).unwrap();
+        assert_eq!(s.scale_value().unwrap(), 32768.0);
+        for _ in 0..3 {
+            let mut g = Tensor::from_slice(&[32768.0f32, -65536.0]);
+            let inf = s.unscale(&mut g).unwrap();
+            assert_eq!(Vec::<f32>::try_from(&g).unwrap(), vec![1.0, -2.0]);
+            s.update(&inf).unwrap();
+        }
+        assert_eq!(s.scale_value().unwrap(), 65536.0);
+        assert_eq!(s.growth_value().unwrap(), 0);
+    }
+}

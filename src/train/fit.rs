@@ -1,0 +1,961 @@
+//! The training loop.
+//!
+//! Invariants:
+//! - The host never waits on the device inside a step, except to decide whether an fp16 step is
+//!   skipped (as PyTorch's `GradScaler` does). Loss sums and the non-finite check stay on the
+//!   device and are read at logging steps, evaluations and epoch ends.
+//! - Epoch `e`'s batch order depends only on `(seed, e)` and dropout is reseeded from
+//!   `(seed, epoch, batch)` before every micro-batch, so a CPU run is bit-for-bit reproducible and
+//!   a run resumed from a [`TrainState`] continues exactly as an uninterrupted one would.
+//! - One optimizer step = `gradient_accumulation_steps` consecutive batches of the epoch plan (the
+//!   last group of an epoch may be shorter); each micro-batch's mean loss is weighted by its share
+//!   of the group's rows, so 2 x 4 rows equals 1 x 8 rows.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Reduction, TchError, Tensor};
+
+use super::amp::{GradScaler, Precision};
+use super::device::TensorBatch;
+use super::optim::{AdamW, AdamWConfig, AdamWState, OptimError};
+use super::schedule::{resolve_warmup_steps, LrScheduler};
+use crate::hyperparams::{ClassWeights, Hyperparameters};
+use crate::metrics::{self, ClassificationReport, EvalRecord, MetricsError};
+use crate::model::ClassifierModel;
+use crate::tokenize::batch::{plan_epoch, prefetch, PaddingStats, TokenizedSet};
+
+/// Batches assembled ahead of the device.
+const PREFETCH_DEPTH: usize = 4;
+/// fp16: this many skipped steps in a row means the loss itself is broken, not the scale.
+const MAX_CONSECUTIVE_SKIPS: u32 = 25;
+
+/// Errors that end training.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("training data is empty; the train channel must hold at least one labelled row")]
+    EmptyTrain,
+    #[error("{set} row {row} has class id {id} but the model has {num_labels} labels; the label map and the data disagree")]
+    LabelOutOfRange {
+        set: &'static str,
+        row: usize,
+        id: u32,
+        num_labels: usize,
+    },
+    #[error("hyperparameter metric_for_best_model={name} is not a metric this job reports; use one of: {known}")]
+    UnknownMetric { name: String, known: String },
+    #[error("training loss became non-finite at optimizer step {step}; lower learning_rate, set max_grad_norm, or check the data")]
+    NonFinite { step: u64 },
+    #[error("fp16 loss scaling skipped {skips} steps in a row up to step {step}: gradients stay inf/NaN; lower learning_rate or use bf16/fp32")]
+    ScalingFailed { step: u64, skips: u32 },
+    #[error("resume state is for another run: {0}")]
+    Resume(String),
+    #[error("checkpoint hook failed at step {step}: {message}")]
+    Hook { step: u64, message: String },
+    #[error(transparent)]
+    Optim(#[from] OptimError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error("libtorch failed during training: {0}")]
+    Torch(#[from] TchError),
+}
+
+/// How the training length resolves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepPlan {
+    pub batches_per_epoch: usize,
+    pub steps_per_epoch: u64,
+    pub total_steps: u64,
+    pub warmup_steps: u64,
+}
+
+/// Training length as HF resolves it: `max_steps` when set, else `ceil(epochs * steps_per_epoch)`,
+/// where an epoch has `ceil(batches / gradient_accumulation_steps)` optimizer steps.
+pub fn plan_steps(hp: &Hyperparameters, train_rows: usize) -> StepPlan {
+    let batches_per_epoch = train_rows.div_ceil(hp.train_batch_size.max(1));
+    let accum = hp.gradient_accumulation_steps.max(1);
+    let steps_per_epoch = (batches_per_epoch.div_ceil(accum) as u64).max(1);
+    let total_steps = match hp.max_steps {
+        Some(n) if n > 0 => n,
+        _ => ((hp.epochs * steps_per_epoch as f64).ceil() as u64).max(1),
+    };
+    StepPlan {
+        batches_per_epoch,
+        steps_per_epoch,
+        total_steps,
+        warmup_steps: resolve_warmup_steps(hp.warmup_steps, hp.warmup_ratio, total_steps),
+    }
+}
+
+/// Where a run stands; everything needed (with the optimizer state and weights) to resume it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Current epoch, 0-based.
+    pub epoch: u64,
+    /// Batches of the current epoch's plan already consumed.
+    pub batch_in_epoch: usize,
+    /// Optimizer steps taken (skipped fp16 steps included, as HF counts them).
+    pub global_step: u64,
+    /// Steps the learning-rate schedule has advanced (skipped fp16 steps excluded).
+    pub scheduler_step: u64,
+    pub seed: u64,
+    pub total_steps: u64,
+    pub best_metric: Option<f64>,
+    pub best_step: Option<u64>,
+    pub evals_without_improvement: u32,
+    /// fp16 loss scale and growth count.
+    pub loss_scale: Option<f64>,
+    pub scale_growth: i64,
+    /// Sum and count behind the reported mean training loss.
+    pub train_loss_sum: f64,
+    pub train_loss_rows: u64,
+    pub history: Vec<EvalRecord>,
+}
+
+/// Model weights as CPU tensors keyed by variable name.
+pub type WeightSnapshot = Vec<(String, Tensor)>;
+
+/// What a resumed run starts from (the checkpoint helper reads it from storage).
+#[derive(Debug)]
+pub struct ResumePoint {
+    pub state: TrainState,
+    pub optimizer: AdamWState,
+    /// The best weights so far, if the checkpoint kept them.
+    pub best_weights: Option<WeightSnapshot>,
+}
+
+/// Settings of one [`fit`] call besides the hyperparameters.
+#[derive(Debug)]
+pub struct FitOptions {
+    /// Name of each class id, in id order.
+    pub label_names: Vec<String>,
+    pub pad_id: u32,
+    pub device: Device,
+    /// The caller has already set the model's compute kind to match.
+    pub precision: Precision,
+    pub resume: Option<ResumePoint>,
+    /// Set (e.g. by a SIGTERM handler) to stop between steps.
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+impl FitOptions {
+    /// fp32 on `device`, pad id 0, fresh start, no stop flag.
+    pub fn new(label_names: Vec<String>, device: Device) -> Self {
+        Self {
+            label_names,
+            pad_id: 0,
+            device,
+            precision: Precision::Fp32,
+            resume: None,
+            stop: None,
+        }
+    }
+}
+
+/// What a hook wants after it ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookAction {
+    Continue,
+    Stop,
+}
+
+/// What a [`StepHook`] sees.
+pub struct StepContext<'a> {
+    pub state: &'a TrainState,
+    pub vars: &'a nn::VarStore,
+    pub optimizer: &'a AdamW,
+    pub scheduler: &'a LrScheduler,
+    /// True when this step closed an epoch (and the epoch's evaluation, if any, ran).
+    pub epoch_end: bool,
+    pub best_weights: Option<&'a WeightSnapshot>,
+}
+
+/// Called after each optimizer step (checkpointing, custom stopping). A hook error ends training.
+pub trait StepHook {
+    fn after_step(&mut self, ctx: &StepContext<'_>) -> Result<HookAction, String>;
+}
+
+/// A hook that does nothing.
+impl StepHook for () {
+    fn after_step(&mut self, _ctx: &StepContext<'_>) -> Result<HookAction, String> {
+        Ok(HookAction::Continue)
+    }
+}
+
+/// Why training ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    Completed,
+    EarlyStopped,
+    /// The stop flag was set; the state is resumable.
+    Interrupted,
+    /// A hook asked to stop.
+    Hook,
+}
+
+/// The best evaluation seen.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BestModel {
+    pub step: u64,
+    pub metric: String,
+    pub value: f64,
+}
+
+/// The result of [`fit`].
+#[derive(Debug)]
+pub struct TrainOutcome {
+    pub state: TrainState,
+    pub stop_reason: StopReason,
+    /// Evaluation of the weights the model holds now (the best ones when they were restored).
+    pub final_report: Option<ClassificationReport>,
+    pub best: Option<BestModel>,
+    pub restored_best: bool,
+    /// Mean training loss over all rows seen.
+    pub train_loss: f64,
+    pub runtime_s: f64,
+    pub samples_per_second: f64,
+    pub padding_efficiency: f64,
+}
+
+/// Mixes seed, epoch and batch into a libtorch seed (SplitMix64 finaliser).
+fn mix_seed(seed: u64, epoch: u64, batch: usize) -> i64 {
+    let mut z = seed
+        ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (batch as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 1) as i64
+}
+
+/// scikit-learn "balanced" weights `n / (k * count)`; classes absent from training get 1.
+fn balanced_weights(labels: &[u32], num_labels: usize) -> Vec<f32> {
+    let mut counts = vec![0usize; num_labels];
+    for &l in labels {
+        counts[l as usize] += 1;
+    }
+    let present = counts.iter().filter(|&&c| c > 0).count().max(1);
+    counts
+        .iter()
+        .map(|&c| {
+            if c == 0 {
+                1.0
+            } else {
+                (labels.len() as f64 / (present as f64 * c as f64)) as f32
+            }
+        })
+        .collect()
+}
+
+fn check_labels(
+    set: &TokenizedSet,
+    name: &'static str,
+    num_labels: usize,
+) -> Result<(), TrainError> {
+    match set.labels().iter().position(|&l| l as usize >= num_labels) {
+        Some(row) => Err(TrainError::LabelOutOfRange {
+            set: name,
+            row,
+            id: set.labels()[row],
+            num_labels,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Resolves `metric_for_best_model` (with or without the `eval_` prefix, as HF accepts).
+fn resolve_metric(name: &str) -> Result<String, TrainError> {
+    let full = if name.starts_with("eval_") {
+        name.to_string()
+    } else {
+        format!("eval_{name}")
+    };
+    let probe = metrics::classification_report(&[0], &[0], &["x".to_string()], Some(0.0))?;
+    let known: Vec<String> = probe.scalars("eval").into_iter().map(|(k, _)| k).collect();
+    if known.contains(&full) {
+        Ok(full)
+    } else {
+        Err(TrainError::UnknownMetric {
+            name: name.to_string(),
+            known: known.join(", "),
+        })
+    }
+}
+
+fn snapshot(vs: &nn::VarStore) -> Result<WeightSnapshot, TchError> {
+    let _guard = tch::no_grad_guard();
+    let mut out: WeightSnapshot = Vec::new();
+    for (name, t) in vs.variables() {
+        let mut cpu = Tensor::f_zeros(t.size(), (t.f_kind()?, Device::Cpu))?;
+        cpu.f_copy_(&t)?;
+        out.push((name, cpu));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+fn restore(vs: &nn::VarStore, snap: &WeightSnapshot) -> Result<(), TchError> {
+    let vars = vs.variables();
+    let _guard = tch::no_grad_guard();
+    for (name, saved) in snap {
+        if let Some(var) = vars.get(name) {
+            let mut var = var.shallow_clone();
+            var.f_copy_(saved)?;
+        }
+    }
+    Ok(())
+}
+
+/// Evaluates `model` on `set`: mean plain cross-entropy (no smoothing, no class weights) and
+/// the classification report. Batches are sorted by length so padding stays small.
+pub fn evaluate<M: ClassifierModel>(
+    model: &M,
+    set: &TokenizedSet,
+    batch_size: usize,
+    pad_id: u32,
+    device: Device,
+    label_names: &[String],
+) -> Result<ClassificationReport, TrainError> {
+    let _guard = tch::no_grad_guard();
+    let lengths = set.lengths();
+    let mut order: Vec<usize> = (0..set.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+    let plan: Vec<Vec<usize>> = order
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect();
+    let mut loss_sum = Tensor::f_zeros([], (Kind::Float, device))?;
+    let mut preds = Vec::with_capacity(plan.len());
+    std::thread::scope(|scope| -> Result<(), TrainError> {
+        let rx = prefetch(scope, plan.clone(), PREFETCH_DEPTH, |rows| {
+            TensorBatch::from_host(&set.assemble(rows, pad_id), device)
+        });
+        for item in rx.iter() {
+            let b = item?.to_device(device)?;
+            let logits = model.forward_t(
+                &b.input_ids,
+                &b.attention_mask,
+                b.token_type_ids.as_ref(),
+                false,
+            );
+            let logits = logits.f_to_kind(Kind::Float)?;
+            let loss = logits.f_cross_entropy_loss::<Tensor>(
+                &b.labels,
+                None,
+                Reduction::Sum,
+                -100,
+                0.0,
+            )?;
+            loss_sum = loss_sum.f_add(&loss)?;
+            preds.push(logits.f_argmax(-1, false)?);
+        }
+        Ok(())
+    })?;
+    let y_pred_sorted: Vec<i64> = if preds.is_empty() {
+        Vec::new()
+    } else {
+        Vec::<i64>::try_from(Tensor::f_cat(&preds, 0)?.f_to_device(Device::Cpu)?)?
+    };
+    let mut y_pred = vec![0usize; set.len()];
+    for (&row, &p) in order.iter().zip(&y_pred_sorted) {
+        y_pred[row] = p as usize;
+    }
+    let y_true: Vec<usize> = set.labels().iter().map(|&l| l as usize).collect();
+    let loss = if set.is_empty() {
+        0.0
+    } else {
+        loss_sum.f_double_value(&[])? / set.len() as f64
+    };
+    Ok(metrics::classification_report(
+        &y_true,
+        &y_pred,
+        label_names,
+        Some(loss),
+    )?)
+}
+
+/// Device-side running sums between two reads.
+struct DeviceSums {
+    loss_rows: Tensor,
+    /// First optimizer step (1-based) with a non-finite micro-batch loss, or -1.
+    first_bad: Tensor,
+}
+
+/// Host-side counters for throughput between two log lines.
+#[derive(Default)]
+struct Window {
+    rows: u64,
+    padding: PaddingStats,
+    started: Option<Instant>,
+}
+
+/// Trains `model` on `train`, evaluating on `eval` (skipped when `eval` is empty), and returns
+/// when the planned steps are done, early stopping triggers, a hook stops it or `opts.stop` is set.
+pub fn fit<M: ClassifierModel>(
+    model: &mut M,
+    train: &TokenizedSet,
+    eval: &TokenizedSet,
+    hp: &Hyperparameters,
+    opts: FitOptions,
+    hook: &mut dyn StepHook,
+) -> Result<TrainOutcome, TrainError> {
+    let FitOptions {
+        label_names,
+        pad_id,
+        device,
+        precision,
+        resume,
+        stop,
+    } = opts;
+    let num_labels = label_names.len();
+    if train.is_empty() {
+        return Err(TrainError::EmptyTrain);
+    }
+    check_labels(train, "train", num_labels)?;
+    check_labels(eval, "evaluation", num_labels)?;
+    let metric_name = resolve_metric(&hp.metric_for_best_model)?;
+    let greater_is_better = !metric_name.ends_with("loss");
+    if let Some(n) = hp.num_threads {
+        tch::set_num_threads(n as i32);
+    }
+
+    let plan = plan_steps(hp, train.len());
+    let accum = hp.gradient_accumulation_steps.max(1);
+    let batch_size = hp.train_batch_size.max(1);
+    let scheduler = LrScheduler::new(
+        hp.learning_rate,
+        hp.lr_scheduler_type,
+        plan.warmup_steps,
+        plan.total_steps,
+    );
+    let mut optimizer = AdamW::new(
+        model.var_store(),
+        AdamWConfig {
+            beta1: hp.adam_beta1,
+            beta2: hp.adam_beta2,
+            eps: hp.adam_epsilon,
+            weight_decay: hp.weight_decay,
+        },
+    )?;
+    let class_weights = match hp.class_weights {
+        ClassWeights::None => None,
+        ClassWeights::Balanced => Some(
+            Tensor::f_from_slice(&balanced_weights(train.labels(), num_labels))?
+                .f_to_device(device)?,
+        ),
+    };
+
+    let mut best_weights: Option<WeightSnapshot> = None;
+    let mut best_report: Option<ClassificationReport> = None;
+    let mut last_report: Option<ClassificationReport> = None;
+    let mut state = match resume {
+        Some(point) => {
+            if point.state.seed != hp.seed || point.state.total_steps != plan.total_steps {
+                return Err(TrainError::Resume(format!(
+                    "checkpoint has seed {} and {} total steps, this job seed {} and {}; resume with the same hyperparameters or start fresh",
+                    point.state.seed, point.state.total_steps, hp.seed, plan.total_steps
+                )));
+            }
+            optimizer.import_state(&point.optimizer)?;
+            best_weights = point.best_weights;
+            point.state
+        }
+        None => TrainState {
+            epoch: 0,
+            batch_in_epoch: 0,
+            global_step: 0,
+            scheduler_step: 0,
+            seed: hp.seed,
+            total_steps: plan.total_steps,
+            best_metric: None,
+            best_step: None,
+            evals_without_improvement: 0,
+            loss_scale: None,
+            scale_growth: 0,
+            train_loss_sum: 0.0,
+            train_loss_rows: 0,
+            history: Vec::new(),
+        },
+    };
+    let mut scaler = match precision {
+        Precision::Fp16 => Some(GradScaler::with_scale(
+            device,
+            state.loss_scale.unwrap_or(65536.0),
+            state.scale_growth as i32,
+        )?),
+        _ => None,
+    };
+
+    let progress = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(plan.total_steps);
+        if let Ok(style) =
+            ProgressStyle::with_template("{bar:40} {pos}/{len} steps {elapsed}<{eta} {msg}")
+        {
+            bar.set_style(style);
+        }
+        bar.set_position(state.global_step);
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    tracing::info!(
+        "training: rows={}; epochs={}; steps_per_epoch={}; total_steps={}; warmup_steps={}; batch_size={}; gradient_accumulation_steps={}; precision={:?}; device={:?};",
+        train.len(),
+        hp.epochs,
+        plan.steps_per_epoch,
+        plan.total_steps,
+        plan.warmup_steps,
+        batch_size,
+        accum,
+        precision,
+        device
+    );
+
+    let lengths = train.lengths();
+    let float_opts = (Kind::Float, device);
+    let mut sums = DeviceSums {
+        loss_rows: Tensor::f_zeros([], float_opts)?,
+        first_bad: Tensor::f_full([], -1, (Kind::Int64, device))?,
+    };
+    let mut window = Window::default();
+    let mut total_padding = PaddingStats::default();
+    let mut last_norm: Option<Tensor> = None;
+    let mut consecutive_skips = 0u32;
+    let mut last_eval_step: Option<u64> = None;
+    let mut stop_reason = StopReason::Completed;
+    let run_start = Instant::now();
+    let start_step = state.global_step;
+    let mut rows_seen = 0u64;
+
+    // Fails when a loss was non-finite (fp16 leaves that to the scaler).
+    let check_finite = |sums: &DeviceSums| -> Result<(), TrainError> {
+        let bad = sums.first_bad.f_int64_value(&[])?;
+        if bad >= 0 && precision != Precision::Fp16 {
+            return Err(TrainError::NonFinite { step: bad as u64 });
+        }
+        Ok(())
+    };
+    // Reads the device loss sum into the state and returns the window's mean loss.
+    let drain = |sums: &mut DeviceSums,
+                 state: &mut TrainState,
+                 window_rows: u64|
+     -> Result<f64, TrainError> {
+        check_finite(sums)?;
+        let sum = sums.loss_rows.f_double_value(&[])?;
+        let _ = sums.loss_rows.f_zero_()?;
+        let mean = if window_rows == 0 {
+            0.0
+        } else {
+            sum / window_rows as f64
+        };
+        if sum.is_finite() {
+            state.train_loss_sum += sum;
+            state.train_loss_rows += window_rows;
+        }
+        Ok(mean)
+    };
+
+    'epochs: while state.global_step < plan.total_steps {
+        let epoch = state.epoch;
+        let epoch_plan = plan_epoch(&lengths, batch_size, hp.seed, epoch, hp.group_by_length);
+        let start_batch = state.batch_in_epoch.min(epoch_plan.len());
+        let mut epoch_padding = PaddingStats::default();
+        let mut finished_epoch = true;
+        let mut eval_now = false;
+
+        let loop_result = std::thread::scope(|scope| -> Result<Option<StopReason>, TrainError> {
+            let rx = prefetch(
+                scope,
+                epoch_plan[start_batch..].to_vec(),
+                PREFETCH_DEPTH,
+                |rows| TensorBatch::from_host(&train.assemble(rows, pad_id), device),
+            );
+            for (i, item) in rx.iter().enumerate() {
+                let batch_index = start_batch + i;
+                let group_start = batch_index / accum * accum;
+                let group_end = (group_start + accum).min(epoch_plan.len());
+                let group_rows: usize = epoch_plan[group_start..group_end]
+                    .iter()
+                    .map(Vec::len)
+                    .sum();
+                let b = item?.to_device(device)?;
+                window.started.get_or_insert_with(Instant::now);
+
+                tch::manual_seed(mix_seed(hp.seed, epoch, batch_index));
+                let logits = model
+                    .forward_t(
+                        &b.input_ids,
+                        &b.attention_mask,
+                        b.token_type_ids.as_ref(),
+                        true,
+                    )
+                    .f_to_kind(Kind::Float)?;
+                let loss = logits.f_cross_entropy_loss(
+                    &b.labels,
+                    class_weights.as_ref(),
+                    Reduction::Mean,
+                    -100,
+                    hp.label_smoothing,
+                )?;
+                let share = b.rows as f64 / group_rows as f64;
+                let mut scaled = loss.f_mul_scalar(share)?;
+                if let Some(s) = scaler.as_ref() {
+                    scaled = s.scale_loss(&scaled)?;
+                }
+                scaled.f_backward()?;
+                {
+                    let _guard = tch::no_grad_guard();
+                    let detached = loss.f_detach()?;
+                    sums.loss_rows = sums
+                        .loss_rows
+                        .f_add(&detached.f_mul_scalar(b.rows as f64)?)?;
+                    let bad = detached
+                        .f_isfinite()?
+                        .f_logical_not()?
+                        .f_logical_and(&sums.first_bad.f_lt(0)?)?;
+                    sums.first_bad = sums.first_bad.f_where_scalarother(
+                        &bad.f_logical_not()?,
+                        (state.global_step + 1) as i64,
+                    )?;
+                }
+                window.rows += b.rows as u64;
+                rows_seen += b.rows as u64;
+                window.padding.add(b.real_tokens, b.padded_tokens);
+                epoch_padding.add(b.real_tokens, b.padded_tokens);
+                total_padding.add(b.real_tokens, b.padded_tokens);
+                state.batch_in_epoch = batch_index + 1;
+                if batch_index + 1 != group_end {
+                    continue;
+                }
+
+                // ---- optimizer step ----
+                let lr = scheduler.lr(state.scheduler_step);
+                let mut skipped = false;
+                let mut found_inf = None;
+                if let Some(s) = scaler.as_ref() {
+                    let inf = s.unscale(optimizer.flat_grads()?)?;
+                    skipped = inf.f_double_value(&[0])? > 0.0;
+                    found_inf = Some(inf);
+                }
+                last_norm = Some(optimizer.clip_grad_norm(hp.max_grad_norm)?);
+                if !skipped {
+                    optimizer.step(lr)?;
+                    state.scheduler_step += 1;
+                    consecutive_skips = 0;
+                } else {
+                    consecutive_skips += 1;
+                }
+                if let (Some(s), Some(inf)) = (scaler.as_mut(), found_inf.as_ref()) {
+                    s.update(inf)?;
+                }
+                optimizer.zero_grad()?;
+                state.global_step += 1;
+                progress.set_position(state.global_step);
+                if consecutive_skips >= MAX_CONSECUTIVE_SKIPS {
+                    return Err(TrainError::ScalingFailed {
+                        step: state.global_step,
+                        skips: consecutive_skips,
+                    });
+                }
+
+                let step = state.global_step;
+                if hp.logging_steps > 0 && step % hp.logging_steps == 0 {
+                    let loss = drain(&mut sums, &mut state, window.rows)?;
+                    let secs = window
+                        .started
+                        .map(|t| t.elapsed().as_secs_f64())
+                        .unwrap_or(0.0)
+                        .max(1e-9);
+                    let norm = match last_norm.as_ref() {
+                        Some(n) => n.f_double_value(&[])?,
+                        None => 0.0,
+                    };
+                    let done = (step - start_step) as f64;
+                    let eta = run_start.elapsed().as_secs_f64() / done.max(1.0)
+                        * (plan.total_steps - step) as f64;
+                    let mut pairs = vec![
+                        (
+                            "epoch".to_string(),
+                            step as f64 / plan.steps_per_epoch as f64,
+                        ),
+                        ("step".to_string(), step as f64),
+                        ("loss".to_string(), loss),
+                        ("learning_rate".to_string(), lr),
+                        ("grad_norm".to_string(), norm),
+                        ("samples_per_second".to_string(), window.rows as f64 / secs),
+                        (
+                            "tokens_per_second".to_string(),
+                            window.padding.real_tokens as f64 / secs,
+                        ),
+                        (
+                            "padded_tokens_per_second".to_string(),
+                            window.padding.padded_tokens as f64 / secs,
+                        ),
+                        ("eta_seconds".to_string(), eta.round()),
+                    ];
+                    if let Some(s) = scaler.as_ref() {
+                        pairs.push(("loss_scale".to_string(), s.scale_value()?));
+                    }
+                    let line = metrics::log_line(&pairs);
+                    progress.set_message(format!("loss={loss:.4}"));
+                    progress.suspend(|| tracing::info!("{line}"));
+                    window = Window::default();
+                }
+                let epoch_end = batch_index + 1 == epoch_plan.len();
+                let periodic = hp.eval_steps.is_some_and(|n| n > 0 && step % n == 0);
+                if periodic && !epoch_end {
+                    eval_now = true;
+                }
+                if step >= plan.total_steps || epoch_end || eval_now {
+                    // The epoch-end (or final / periodic) evaluation happens outside the prefetch
+                    // scope; the hook for this step runs after it.
+                    finished_epoch = epoch_end;
+                    return Ok(None);
+                }
+                let ctx = StepContext {
+                    state: &state,
+                    vars: model.var_store(),
+                    optimizer: &optimizer,
+                    scheduler: &scheduler,
+                    epoch_end: false,
+                    best_weights: best_weights.as_ref(),
+                };
+                if hook
+                    .after_step(&ctx)
+                    .map_err(|message| TrainError::Hook { step, message })?
+                    == HookAction::Stop
+                {
+                    return Ok(Some(StopReason::Hook));
+                }
+                if stop.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)) {
+                    return Ok(Some(StopReason::Interrupted));
+                }
+            }
+            finished_epoch = true;
+            Ok(None)
+        });
+        if let Some(reason) = loop_result? {
+            stop_reason = reason;
+            break 'epochs;
+        }
+
+        let step = state.global_step;
+        let epoch_end = finished_epoch && state.batch_in_epoch >= epoch_plan.len();
+        if epoch_end {
+            check_finite(&sums)?;
+            tracing::info!(
+                "{}",
+                metrics::log_line(&[
+                    ("epoch".to_string(), (epoch + 1) as f64),
+                    ("step".to_string(), step as f64),
+                    ("padding_efficiency".to_string(), epoch_padding.efficiency()),
+                ])
+            );
+        }
+        let mut early_stop = false;
+        let should_eval = !eval.is_empty()
+            && last_eval_step != Some(step)
+            && (epoch_end || eval_now || step >= plan.total_steps);
+        if should_eval {
+            let report = evaluate(
+                &*model,
+                eval,
+                hp.eval_batch_size,
+                pad_id,
+                device,
+                &label_names,
+            )?;
+            last_eval_step = Some(step);
+            let mut pairs = vec![
+                (
+                    "epoch".to_string(),
+                    step as f64 / plan.steps_per_epoch as f64,
+                ),
+                ("step".to_string(), step as f64),
+            ];
+            pairs.extend(report.scalars("eval"));
+            progress.suspend(|| tracing::info!("{}", metrics::log_line(&pairs)));
+            state.history.push(EvalRecord {
+                epoch: step as f64 / plan.steps_per_epoch as f64,
+                step,
+                metrics: report.scalars("eval"),
+            });
+            let value = report.scalar("eval", &metric_name).unwrap_or(f64::NAN);
+            let improved = match state.best_metric {
+                None => value.is_finite(),
+                Some(best) if greater_is_better => value > best,
+                Some(best) => value < best,
+            };
+            if improved {
+                state.best_metric = Some(value);
+                state.best_step = Some(step);
+                state.evals_without_improvement = 0;
+                if hp.load_best_model_at_end {
+                    best_weights = Some(snapshot(model.var_store())?);
+                }
+                best_report = Some(report.clone());
+            } else {
+                state.evals_without_improvement += 1;
+            }
+            if let Some(patience) = hp.early_stopping_patience {
+                early_stop = patience > 0 && state.evals_without_improvement >= patience;
+            }
+            last_report = Some(report);
+        }
+        if epoch_end {
+            state.epoch += 1;
+            state.batch_in_epoch = 0;
+        }
+        if let Some(s) = scaler.as_ref() {
+            state.loss_scale = Some(s.scale_value()?);
+            state.scale_growth = s.growth_value()?;
+        }
+        let ctx = StepContext {
+            state: &state,
+            vars: model.var_store(),
+            optimizer: &optimizer,
+            scheduler: &scheduler,
+            epoch_end,
+            best_weights: best_weights.as_ref(),
+        };
+        if hook
+            .after_step(&ctx)
+            .map_err(|message| TrainError::Hook { step, message })?
+            == HookAction::Stop
+        {
+            stop_reason = StopReason::Hook;
+            break;
+        }
+        if early_stop {
+            tracing::info!(
+                "early stopping: {metric_name} did not improve for {} evaluations; step={step};",
+                state.evals_without_improvement
+            );
+            stop_reason = StopReason::EarlyStopped;
+            break;
+        }
+        if stop.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)) {
+            stop_reason = StopReason::Interrupted;
+            break;
+        }
+    }
+    progress.finish_and_clear();
+    // Rows of a partial window still count toward the mean training loss.
+    let pending_rows = window.rows;
+    drain(&mut sums, &mut state, pending_rows)?;
+    if let Some(s) = scaler.as_ref() {
+        state.loss_scale = Some(s.scale_value()?);
+        state.scale_growth = s.growth_value()?;
+    }
+
+    let mut restored_best = false;
+    let mut final_report = None;
+    if stop_reason != StopReason::Interrupted && !eval.is_empty() {
+        let current_evaluated = last_eval_step == Some(state.global_step);
+        // The current weights are from `global_step`; the best ones may be older.
+        let best_elsewhere =
+            state.best_step.is_some() && state.best_step != Some(state.global_step);
+        match best_weights.as_ref() {
+            Some(snap) if hp.load_best_model_at_end && best_elsewhere => {
+                restore(model.var_store(), snap)?;
+                restored_best = true;
+                final_report = best_report.clone();
+            }
+            _ if current_evaluated => final_report = last_report.clone(),
+            _ => {}
+        }
+        if final_report.is_none() {
+            final_report = Some(evaluate(
+                &*model,
+                eval,
+                hp.eval_batch_size,
+                pad_id,
+                device,
+                &label_names,
+            )?);
+        }
+    }
+    let runtime_s = run_start.elapsed().as_secs_f64();
+    let train_loss = if state.train_loss_rows == 0 {
+        0.0
+    } else {
+        state.train_loss_sum / state.train_loss_rows as f64
+    };
+    let best = state
+        .best_step
+        .zip(state.best_metric)
+        .map(|(step, value)| BestModel {
+            step,
+            metric: metric_name.clone(),
+            value,
+        });
+    tracing::info!(
+        "{}",
+        metrics::log_line(&[
+            ("step".to_string(), state.global_step as f64),
+            ("train_loss".to_string(), train_loss),
+            ("train_runtime".to_string(), runtime_s),
+            (
+                "train_samples_per_second".to_string(),
+                rows_seen as f64 / runtime_s.max(1e-9)
+            ),
+            ("padding_efficiency".to_string(), total_padding.efficiency()),
+        ])
+    );
+    Ok(TrainOutcome {
+        stop_reason,
+        final_report,
+        best,
+        restored_best,
+        train_loss,
+        runtime_s,
+        samples_per_second: rows_seen as f64 / runtime_s.max(1e-9),
+        padding_efficiency: total_padding.efficiency(),
+        state,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_plan_matches_hf_rounding() {
+        let mut hp = Hyperparameters {
+            train_batch_size: 8,
+            epochs: 3.0,
+            ..Hyperparameters::default()
+        };
+        // 100 rows -> 13 batches -> 13 steps per epoch.
+        assert_eq!(plan_steps(&hp, 100).total_steps, 39);
+        hp.gradient_accumulation_steps = 4; // 13 batches -> 4 steps (last group of 1 batch)
+        assert_eq!(plan_steps(&hp, 100).steps_per_epoch, 4);
+        hp.epochs = 1.5;
+        assert_eq!(plan_steps(&hp, 100).total_steps, 6);
+        hp.max_steps = Some(7);
+        hp.warmup_ratio = 0.1;
+        let p = plan_steps(&hp, 100);
+        assert_eq!((p.total_steps, p.warmup_steps), (7, 1));
+    }
+
+    #[test]
+    fn balanced_weights_follow_sklearn() {
+        // counts 3,1 over 2 present classes: 4/(2*3), 4/(2*1); absent class 2 -> 1.
+        let w = balanced_weights(&[0, 0, 0, 1], 3);
+        assert!((w[0] - 4.0 / 6.0).abs() < 1e-6 && (w[1] - 2.0).abs() < 1e-6 && w[2] == 1.0);
+    }
+
+    #[test]
+    fn metric_names_resolve_with_or_without_prefix() {
+        assert_eq!(resolve_metric("f1_macro").unwrap(), "eval_f1_macro");
+        assert_eq!(resolve_metric("eval_loss").unwrap(), "eval_loss");
+        assert!(matches!(
+            resolve_metric("bleu"),
+            Err(TrainError::UnknownMetric { .. })
+        ));
+    }
+}

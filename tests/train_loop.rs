@@ -1,0 +1,393 @@
+//! The training loop on a tiny bag-of-embeddings classifier and a separable synthetic set:
+//! it learns, it is reproducible, accumulation matches a larger batch, `max_steps`, early
+//! stopping, the stop flag and resuming behave.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tch::{nn, nn::Module, Device, Kind, Tensor};
+use txcat::hyperparams::Hyperparameters;
+use txcat::model::ClassifierModel;
+use txcat::tokenize::batch::TokenizedSet;
+use txcat::train::amp::Precision;
+use txcat::train::{
+    evaluate, fit, FitOptions, HookAction, ResumePoint, StepContext, StepHook, StopReason,
+    TrainOutcome,
+};
+
+const VOCAB: i64 = 64;
+
+/// libtorch's RNG is process-global: tests that seed it must not interleave.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+const CLASSES: usize = 4;
+
+/// Mean of masked token embeddings -> LayerNorm -> dropout -> linear, with HF-style names.
+struct Tiny {
+    vs: nn::VarStore,
+    emb: nn::Embedding,
+    norm: nn::LayerNorm,
+    classifier: nn::Linear,
+    dropout: f64,
+}
+
+impl Tiny {
+    fn new(seed: i64, dropout: f64) -> Self {
+        tch::manual_seed(seed);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let root = vs.root();
+        let emb = nn::embedding(
+            root.sub("embeddings").sub("word_embeddings"),
+            VOCAB,
+            16,
+            Default::default(),
+        );
+        let norm = nn::layer_norm(
+            root.sub("embeddings").sub("LayerNorm"),
+            vec![16],
+            Default::default(),
+        );
+        let classifier = nn::linear(
+            root.sub("classifier"),
+            16,
+            CLASSES as i64,
+            Default::default(),
+        );
+        Self {
+            vs,
+            emb,
+            norm,
+            classifier,
+            dropout,
+        }
+    }
+
+    fn weights(&self) -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .map(|(k, t)| (k, t.detach().copy()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+}
+
+impl ClassifierModel for Tiny {
+    fn forward_t(
+        &self,
+        ids: &Tensor,
+        mask: &Tensor,
+        _types: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
+        // ids, mask [b, s] -> [b, s, 16] -> masked mean [b, 16] -> logits [b, CLASSES]
+        let m = mask.to_kind(Kind::Float).unsqueeze(-1);
+        let pooled = (self.emb.forward(ids) * &m).sum_dim_intlist(1, false, Kind::Float)
+            / m.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0);
+        let h = self.norm.forward(&pooled).dropout(self.dropout, train);
+        self.classifier.forward(&h)
+    }
+    fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+    fn var_store_mut(&mut self) -> &mut nn::VarStore {
+        &mut self.vs
+    }
+}
+
+/// Rows: [CLS, noise..., keyword of the class, noise..., SEP]; lengths 4..=14.
+fn synthetic(rows: usize, seed: u64) -> TokenizedSet {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut set = TokenizedSet::new(false);
+    for i in 0..rows {
+        let label = (i % CLASSES) as u32;
+        let len = rng.gen_range(2..=12);
+        let mut ids = vec![1u32];
+        let at = rng.gen_range(0..len);
+        for j in 0..len {
+            ids.push(if j == at {
+                10 + label * 5 + rng.gen_range(0..5)
+            } else {
+                40 + rng.gen_range(0..20)
+            });
+        }
+        ids.push(2);
+        set.push(&ids, &[], label).unwrap();
+    }
+    set
+}
+
+fn names() -> Vec<String> {
+    (0..CLASSES).map(|c| format!("CLASS_{c}")).collect()
+}
+
+fn hp() -> Hyperparameters {
+    Hyperparameters {
+        epochs: 6.0,
+        train_batch_size: 8,
+        eval_batch_size: 16,
+        learning_rate: 5e-2,
+        warmup_ratio: 0.1,
+        logging_steps: 10,
+        seed: 7,
+        ..Hyperparameters::default()
+    }
+}
+
+fn run(model: &mut Tiny, hp: &Hyperparameters, opts: FitOptions) -> TrainOutcome {
+    let (train, eval) = (synthetic(160, 1), synthetic(40, 2));
+    fit(model, &train, &eval, hp, opts, &mut ()).unwrap()
+}
+
+fn opts() -> FitOptions {
+    FitOptions::new(names(), Device::Cpu)
+}
+
+#[test]
+fn learns_separable_set_and_loss_decreases() {
+    let _serial = serial();
+    let mut model = Tiny::new(3, 0.1);
+    let started = std::time::Instant::now();
+    let out = run(&mut model, &hp(), opts());
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "too slow: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.stop_reason, StopReason::Completed);
+    let train = synthetic(160, 1);
+    let on_train = evaluate(&model, &train, 32, 0, Device::Cpu, &names()).unwrap();
+    assert_eq!(
+        on_train.accuracy, 1.0,
+        "train accuracy {}",
+        on_train.accuracy
+    );
+    let losses: Vec<f64> = out
+        .state
+        .history
+        .iter()
+        .map(|r| r.metrics.iter().find(|(k, _)| k == "eval_loss").unwrap().1)
+        .collect();
+    assert_eq!(losses.len(), 6, "one evaluation per epoch");
+    assert!(
+        losses[5] < losses[0] * 0.5,
+        "eval loss did not fall: {losses:?}"
+    );
+    assert!(out.train_loss.is_finite() && out.train_loss > 0.0);
+    assert!(out.final_report.unwrap().accuracy > 0.95);
+    assert!(
+        out.padding_efficiency > 0.8,
+        "bucketing: {}",
+        out.padding_efficiency
+    );
+}
+
+#[test]
+fn one_seed_gives_identical_runs_bit_for_bit() {
+    let _serial = serial();
+    let mut a = Tiny::new(3, 0.1);
+    let mut b = Tiny::new(3, 0.1);
+    let hp = Hyperparameters {
+        epochs: 2.0,
+        ..hp()
+    };
+    let (ra, rb) = (run(&mut a, &hp, opts()), run(&mut b, &hp, opts()));
+    assert_eq!(ra.final_report, rb.final_report);
+    assert_eq!(ra.state.history, rb.state.history);
+    for ((n, x), (_, y)) in a.weights().iter().zip(b.weights().iter()) {
+        assert!(x.equal(y), "{n} differs between runs");
+    }
+    let mut c = Tiny::new(3, 0.1);
+    let rc = run(&mut c, &Hyperparameters { seed: 8, ..hp }, opts());
+    assert_ne!(
+        ra.state.history, rc.state.history,
+        "another seed should change the run"
+    );
+}
+
+#[test]
+fn accumulating_two_batches_of_four_equals_one_batch_of_eight() {
+    let _serial = serial();
+    // Plain shuffles cut the same row order into 4s or 8s; no dropout, so only summation
+    // order differs.
+    let base = Hyperparameters {
+        epochs: 2.0,
+        group_by_length: false,
+        ..hp()
+    };
+    let mut one = Tiny::new(3, 0.0);
+    let mut two = Tiny::new(3, 0.0);
+    let r1 = run(&mut one, &base, opts());
+    let r2 = run(
+        &mut two,
+        &Hyperparameters {
+            train_batch_size: 4,
+            gradient_accumulation_steps: 2,
+            ..base
+        },
+        opts(),
+    );
+    assert_eq!(r1.state.global_step, r2.state.global_step);
+    for ((n, x), (_, y)) in one.weights().iter().zip(two.weights().iter()) {
+        let diff = (x - y).abs().max().double_value(&[]);
+        assert!(diff < 1e-4, "{n}: max diff {diff}");
+    }
+}
+
+#[test]
+fn max_steps_overrides_epochs_and_evaluates_at_the_end() {
+    let _serial = serial();
+    let mut model = Tiny::new(3, 0.1);
+    let out = run(
+        &mut model,
+        &Hyperparameters {
+            max_steps: Some(7),
+            ..hp()
+        },
+        opts(),
+    );
+    assert_eq!(out.state.global_step, 7);
+    assert_eq!(out.state.history.last().unwrap().step, 7);
+    assert!(out.final_report.is_some());
+}
+
+#[test]
+fn early_stopping_triggers_when_the_metric_stalls() {
+    let _serial = serial();
+    // learning_rate 0: the first evaluation is the best, later ones never improve.
+    let mut model = Tiny::new(3, 0.1);
+    let hp = Hyperparameters {
+        epochs: 10.0,
+        learning_rate: 0.0,
+        early_stopping_patience: Some(2),
+        ..hp()
+    };
+    let out = run(&mut model, &hp, opts());
+    assert_eq!(out.stop_reason, StopReason::EarlyStopped);
+    assert_eq!(out.state.history.len(), 3);
+    assert_eq!(out.state.global_step, 3 * 20);
+}
+
+#[test]
+fn fp16_loss_scaling_path_matches_fp32_on_finite_gradients() {
+    let _serial = serial();
+    // The scale is a power of two, so scaling and unscaling fp32 gradients is exact.
+    let hp = Hyperparameters {
+        epochs: 1.0,
+        ..hp()
+    };
+    let mut plain = Tiny::new(3, 0.1);
+    let mut scaled = Tiny::new(3, 0.1);
+    run(&mut plain, &hp, opts());
+    let out = run(
+        &mut scaled,
+        &hp,
+        FitOptions {
+            precision: Precision::Fp16,
+            ..opts()
+        },
+    );
+    assert_eq!(out.state.loss_scale, Some(65536.0));
+    for ((n, x), (_, y)) in plain.weights().iter().zip(scaled.weights().iter()) {
+        let diff = (x - y).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "{n}: max diff {diff}");
+    }
+}
+
+/// What a checkpoint would store: loop state, optimizer state, weights.
+type Saved = (
+    txcat::train::TrainState,
+    txcat::train::optim::AdamWState,
+    txcat::train::WeightSnapshot,
+);
+
+/// Stops at a given step and keeps what a checkpoint would store.
+struct StopAt {
+    step: u64,
+    saved: Option<Saved>,
+}
+
+impl StepHook for StopAt {
+    fn after_step(&mut self, ctx: &StepContext<'_>) -> Result<HookAction, String> {
+        if ctx.state.global_step < self.step {
+            return Ok(HookAction::Continue);
+        }
+        let weights = ctx
+            .vars
+            .variables()
+            .into_iter()
+            .map(|(k, t)| (k, t.detach().copy()))
+            .collect();
+        let optim = ctx.optimizer.export_state().map_err(|e| e.to_string())?;
+        self.saved = Some((ctx.state.clone(), optim, weights));
+        Ok(HookAction::Stop)
+    }
+}
+
+#[test]
+fn resuming_from_a_mid_epoch_state_reproduces_the_full_run() {
+    let _serial = serial();
+    let hp = Hyperparameters {
+        epochs: 2.0,
+        ..hp()
+    };
+    let (train, eval) = (synthetic(160, 1), synthetic(40, 2));
+    let mut full = Tiny::new(3, 0.1);
+    fit(&mut full, &train, &eval, &hp, opts(), &mut ()).unwrap();
+
+    let mut first = Tiny::new(3, 0.1);
+    let mut hook = StopAt {
+        step: 13,
+        saved: None,
+    };
+    let out = fit(&mut first, &train, &eval, &hp, opts(), &mut hook).unwrap();
+    assert_eq!(out.stop_reason, StopReason::Hook);
+    let (state, optimizer, weights) = hook.saved.unwrap();
+    assert_eq!((state.epoch, state.batch_in_epoch), (0, 13));
+
+    let mut resumed = Tiny::new(99, 0.1);
+    tch::no_grad(|| {
+        let vars = resumed.vs.variables();
+        for (k, t) in &weights {
+            vars[k].shallow_clone().copy_(t);
+        }
+    });
+    let opts = FitOptions {
+        resume: Some(ResumePoint {
+            state,
+            optimizer,
+            best_weights: None,
+        }),
+        ..opts()
+    };
+    fit(&mut resumed, &train, &eval, &hp, opts, &mut ()).unwrap();
+    for ((n, x), (_, y)) in full.weights().iter().zip(resumed.weights().iter()) {
+        assert!(x.equal(y), "{n} differs after resume");
+    }
+}
+
+#[test]
+fn stop_flag_interrupts_between_steps() {
+    let _serial = serial();
+    let flag = Arc::new(AtomicBool::new(false));
+    flag.store(true, Ordering::Relaxed);
+    let mut model = Tiny::new(3, 0.1);
+    let out = run(
+        &mut model,
+        &hp(),
+        FitOptions {
+            stop: Some(flag),
+            ..opts()
+        },
+    );
+    assert_eq!(out.stop_reason, StopReason::Interrupted);
+    assert_eq!(out.state.global_step, 1);
+    assert!(out.final_report.is_none());
+}
