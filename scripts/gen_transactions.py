@@ -500,9 +500,13 @@ class Gen:
         return text.strip()
 
 
+# Brands the demo predicts on ('Costa Coffee Edinburgh', 'TFL Travel London'): always in train.
+NEVER_HELD_OUT = {"COSTA COFFEE", "TFL TRAVEL"}
+
+
 class Pools:
     """Each category's brands and nouns split into a seen part (train and evaluation) and an
-    unseen part (evaluation only), chosen by the seed."""
+    unseen part (evaluation only), chosen by the seed; `NEVER_HELD_OUT` brands stay seen."""
 
     def __init__(self, rng: random.Random, unseen_share: float):
         self.seen: dict = {}
@@ -511,6 +515,8 @@ class Pools:
             brands, nouns = list(c.brands), list(c.nouns)
             rng.shuffle(brands)
             rng.shuffle(nouns)
+            # Stable sort: anchors move to the seen end, the shuffled order is otherwise kept.
+            brands.sort(key=lambda b: Gen.brand_name(b) in NEVER_HELD_OUT)
             kb = round(len(brands) * unseen_share)
             kn = round(len(nouns) * unseen_share)
             self.seen[c.name] = (brands[kb:], nouns[kn:])
