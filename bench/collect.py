@@ -9,8 +9,8 @@ RUN_DIR holds, per implementation NAME in (txcat, recipe, tuned):
   txcat/output/data/metrics.json and txcat.log  what txcat wrote: values are looked up by the key
                      names in TXCAT_KEYS, first in metrics.json, then as `name=value` in the log;
   run.json           the run's settings (written by bench/run).
-Ratios are "txcat's advantage": txcat/ref for rates and scores, ref/txcat for times and memory,
-so a number above 1 always means txcat did better.
+Ratios are "txcat's advantage": txcat/ref for rates, ref/txcat for times and memory, so a number
+above 1 always means txcat did better; accuracy and macro-F1 show the difference txcat - ref.
 """
 
 import argparse
@@ -21,7 +21,7 @@ import platform
 import re
 import sys
 
-# (field, label, better, format); better: "high" or "low".
+# (field, label, better, format); better: "high" or "low" (ratio), "diff" (txcat - ref, scores).
 ROWS = [
     ("train_samples_per_s", "train samples/s (after warm-up)", "high", "{:.1f}"),
     ("train_real_tokens_per_s", "real tokens/s", "high", "{:.0f}"),
@@ -31,8 +31,8 @@ ROWS = [
     ("preprocess_rows_per_s", "preprocessing rows/s", "high", "{:.0f}"),
     ("wall_s", "wall time s (end to end)", "low", "{:.1f}"),
     ("peak_rss_mb", "peak RSS MiB", "low", "{:.0f}"),
-    ("eval_accuracy", "eval accuracy", "high", "{:.4f}"),
-    ("eval_f1_macro", "eval macro-F1", "high", "{:.4f}"),
+    ("eval_accuracy", "eval accuracy", "diff", "{:.4f}"),
+    ("eval_f1_macro", "eval macro-F1", "diff", "{:.4f}"),
     ("gpu_peak_mem_mb", "GPU memory peak MiB", "low", "{:.0f}"),
     ("mfu", "MFU (6·params·real tok/s / peak bf16)", "high", "{:.3f}"),
 ]
@@ -135,7 +135,11 @@ def fmt(x, pattern):
 
 
 def ratio(tx, ref, better):
-    if tx is None or ref is None or tx == 0 or ref == 0:
+    if tx is None or ref is None:
+        return "—"
+    if better == "diff":
+        return f"{tx - ref:+.4f}"
+    if tx == 0 or ref == 0:
         return "—"
     return f"{(tx / ref if better == 'high' else ref / tx):.2f}x"
 
@@ -203,7 +207,8 @@ def main() -> int:
         with open(a.results, "a") as f:
             if new:
                 f.write("# Benchmark results\n\nAppended by bench/run and bench/gpu.sh; "
-                        "ratios: above 1 means txcat did better.\n\n")
+                        "ratios: above 1 means txcat did better; "
+                        "accuracy/F1 columns show txcat minus the reference.\n\n")
             f.write(text + "\n")
         print(f"appended to {a.results}", file=sys.stderr)
     return 0
