@@ -69,6 +69,18 @@ def eval_file(data_dir: str) -> str:
     sys.exit(f"error: {data_dir} has no val.csv, validation.csv or test.csv; add one")
 
 
+def drop_unseen(df, encoder, column: str):
+    """Drops evaluation rows whose label never occurs in train (the seed's LabelEncoder.transform
+    would raise on them, e.g. on za-bank-txn); the count goes into the report."""
+    known = set(encoder.classes_)
+    keep = df[column].isin(known)
+    DROPPED["eval_rows_dropped_unseen_label"] = int((~keep).sum())
+    return df[keep].reset_index(drop=True)
+
+
+DROPPED = {"eval_rows_dropped_unseen_label": 0}
+
+
 def compute_metrics(pred):
     """The seed's metrics (accuracy, micro precision/recall/F1) plus macro-F1 for the benchmark."""
     labels = pred.label_ids
@@ -217,6 +229,7 @@ def finish(impl: str, a, *, trainer: TokenCountingTrainer, clock: StepClock, pre
         "eval_f1_micro": last.get("eval_f1"),
         "eval_loss": last.get("eval_loss"),
         "eval_history": clock.evals,
+        **DROPPED,
         "wall_s": time.perf_counter() - T_START,
         "peak_rss_mb": max(usage_self, usage_children) / 1024.0,  # Linux reports KiB.
         **extra,

@@ -58,6 +58,7 @@ def main():
     t_read = time.perf_counter()
     le = LabelEncoder()
     train_df["label"] = le.fit_transform(train_df[a.label_column])
+    test_df = common.drop_unseen(test_df, le, a.label_column)  # Bench addition; see common.py.
     test_df["label"] = le.transform(test_df[a.label_column])
     t_labels = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(a.model)
