@@ -4,7 +4,8 @@
 Writes `text,category` CSV (RFC 4180 via the csv module) that looks like a UK/European current
 account export: payment prefixes (POS, DD, SO, CARD PAYMENT TO, CONTACTLESS, ...), merchant
 names, towns, store numbers, card references (`CD 1234`), dates (`12 MAR`), case noise, stray
-spacing and the truncation banks apply to long merchant fields.
+spacing, the odd comma (so the CSV needs RFC 4180 quoting) and the truncation banks apply to
+long merchant fields.
 
 Fifteen categories. The data is deliberately not separable by one token:
 - brands share stems across categories (AMAZON PRIME vs AMAZON MKTPLACE, SHELL vs SHELL ENERGY,
@@ -489,6 +490,10 @@ class Gen:
             i = r.randrange(len(words) - 1)
             words[i: i + 2] = [words[i] + words[i + 1]]
         text = " ".join(w for w in words if w != "" or r.random() < 0.5)
+        head, _, tail = text.strip().rpartition(" ")
+        if (r.random() < 0.03 and head and len(tail) >= 4 and tail.isalpha()
+                and not head.split(" ")[-1].isdigit()):  # Some exports put a comma before the place.
+            text = f"{head}, {tail}"
         style = r.random()
         if style < 0.55:
             text = text.upper()
