@@ -11,7 +11,9 @@ Fifteen categories. The data is deliberately not separable by one token:
 - brands share stems across categories (AMAZON PRIME vs AMAZON MKTPLACE, SHELL vs SHELL ENERGY,
   TESCO STORES vs TESCO PFS vs TESCO MOBILE, UBER vs UBER EATS, O2 vs THE O2 ARENA, ...), and
   truncation sometimes cuts the distinguishing word off;
-- payment prefixes lean towards some categories but appear in several;
+- payment prefixes lean towards some categories but appear in several; a few big brands take
+  most of a class's transactions (Zipf-like) and some lines carry a word saying what kind of
+  payment it is (PFS, SUBSCRIPTION, PREMIUM, ...), as real statements do;
 - references carry words from other categories (a fee naming a merchant, rent paid by standing
   order to a person, a PayPal payment to eBay);
 - a share of the evaluation rows (`--unseen`) use merchants that never occur in train, as real
@@ -505,6 +507,27 @@ class Gen:
         return text.strip()
 
 
+# Brand popularity exponent: the i-th brand of a class (0-based, in the seed's shuffled order) is
+# drawn with weight 1 / (i + 1) ** ZIPF.
+ZIPF = 0.8
+
+# Words banks and merchants add that say what kind of payment it is ("SHELL WATFORD PFS",
+# "NETFLIX.COM SUBSCRIPTION"); one is added to some of a class's card/DD descriptions.
+CUES = {
+    "FUEL": ["PFS", "PETROL", "SERVICE STN", "FUEL", "FORECOURT", "UNLEADED"],
+    "SUBSCRIPTIONS": ["SUBSCRIPTION", "MONTHLY", "MEMBERSHIP", "RENEWAL", "PLAN"],
+    "INSURANCE": ["PREMIUM", "POLICY", "INS", "COVER"],
+    "ENTERTAINMENT": ["TICKETS", "BOX OFFICE", "ADMISSION", "BOOKING FEE"],
+    "TELECOMS": ["MOBILE", "BROADBAND", "AIRTIME", "BILL"],
+    "UTILITIES": ["ENERGY BILL", "WATER RATES", "GAS", "ELECTRIC"],
+    "HEALTH": ["PRESCRIPTION", "PHARMACY", "DENTAL", "OPTICAL"],
+    "TRAVEL": ["FARE", "TRAVEL", "TICKET", "JOURNEY"],
+    "EATING_OUT": ["RESTAURANT", "TAKEAWAY", "CAFE"],
+    "GROCERIES": ["SUPERMARKET", "GROCERIES", "FOOD"],
+    "SHOPPING": ["RETAIL", "ONLINE ORDER", "STORE"],
+}
+CUE_RATE = 0.3
+
 # Brands the demo predicts on ('Costa Coffee Edinburgh', 'TFL Travel London'): always in train.
 NEVER_HELD_OUT = {"COSTA COFFEE", "TFL TRAVEL"}
 
@@ -524,7 +547,10 @@ class Pools:
             brands.sort(key=lambda b: Gen.brand_name(b) in NEVER_HELD_OUT)
             kb = round(len(brands) * unseen_share)
             kn = round(len(nouns) * unseen_share)
-            self.seen[c.name] = (brands[kb:], nouns[kn:])
+            seen_brands = brands[kb:]
+            # Anchors first: they are also the most popular brands of their class.
+            seen_brands.sort(key=lambda b: Gen.brand_name(b) not in NEVER_HELD_OUT)
+            self.seen[c.name] = (seen_brands, nouns[kn:])
             self.unseen[c.name] = (brands[:kb], nouns[:kn])
 
 
@@ -544,13 +570,18 @@ def describe(g: Gen, pools: Pools, cat: Category, unseen: bool) -> str:
         brands, nouns = pools.seen[cat.name]
     use_brand = brands and (not nouns or r.random() < 0.6)
     if use_brand:
-        b = r.choice(brands)
+        # A few big brands take most transactions (Zipf-like), as on real statements.
+        b = r.choices(brands, weights=[1.0 / (i + 1) ** ZIPF for i in range(len(brands))])[0]
         merchant, towns = (b[0], b[1]) if isinstance(b, tuple) else (b, None)
     else:
         merchant, towns = g.local_name(r.choice(nouns)), None
     fmts = list(cat.formats)
     fmt = r.choices(fmts, weights=[cat.formats[f] for f in fmts])[0]
-    return g.noisy(g.card_like(fmt, merchant, towns))
+    text = g.card_like(fmt, merchant, towns)
+    if cat.name in CUES and r.random() < CUE_RATE:
+        cue = r.choice(CUES[cat.name])
+        text = f"{text} {cue}" if r.random() < 0.7 else f"{cue} {text}"
+    return g.noisy(text)
 
 
 def quotas(total: int, weights: list) -> list:
@@ -594,8 +625,8 @@ def main(argv=None) -> int:
     p.add_argument("--rows", type=int, default=3000, help="train rows (or all rows with --single)")
     p.add_argument("--eval-fraction", type=float, default=0.2,
                    help="val and test each get this many rows per train row (default 0.2)")
-    p.add_argument("--unseen", type=float, default=0.15,
-                   help="share of val/test rows whose merchant never occurs in train (default 0.15)")
+    p.add_argument("--unseen", type=float, default=0.2,
+                   help="share of val/test rows whose merchant never occurs in train (default 0.2)")
     p.add_argument("--holdout", type=float, default=0.2,
                    help="share of each class's brands and business kinds kept out of train (default 0.2)")
     p.add_argument("--label-noise", type=float, default=0.0,
