@@ -125,7 +125,7 @@ impl Reader<'_> {
     }
 
     /// First present key of `keys` (the canonical name, then transformers' aliases).
-    fn find(&self, keys: &[&str]) -> Option<(&str, &Value)> {
+    fn find<'k>(&self, keys: &[&'k str]) -> Option<(&'k str, &Value)> {
         keys.iter().find_map(|k| match self.raw.get(*k) {
             Some(Value::Null) | None => None,
             Some(v) => Some((*k, v)),
