@@ -47,7 +47,7 @@ def perturb(model: torch.nn.Module) -> None:
     # golden logits exercise every tensor (a swapped or ignored weight would show).
     with torch.no_grad():
         for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
+            p.add_(torch.randn_like(p) * 0.3)
 
 
 def golden(model, tokenizer, texts, type_ids_variant: bool) -> dict:
