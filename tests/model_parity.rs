@@ -298,6 +298,7 @@ fn minilm_hidden_states_match_transformers() {
     for (a, b) in ours.iter().zip(&expected) {
         diff = diff.max(max_abs_diff(a, b));
     }
+    eprintln!("MiniLM: max |hidden diff| vs transformers = {diff:e}");
     assert!(
         diff < 1e-4,
         "MiniLM hidden states differ from transformers by {diff}"
@@ -336,6 +337,7 @@ fn round_trip(src: &Path, new_labels: &[&str], max_length: usize) {
         assert_eq!(reference["id2label"][i.to_string()], *l);
     }
     let diff = max_abs_diff(&ours, &json_matrix(&reference["logits"]));
+    eprintln!("round trip {}: max |logit diff| = {diff:e}", src.display());
     assert!(
         diff < 1e-5,
         "{}: transformers' logits differ by {diff}",
