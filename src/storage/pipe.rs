@@ -9,5 +9,8 @@ pub fn open_channel(
     fifo: &Path,
 ) -> Result<Box<dyn ObjectStream + Send>, StorageError> {
     let _ = channel;
-    Err(StorageError::Other(format!("{}: Pipe mode is not supported yet", fifo.display())))
+    Err(StorageError::Other(format!(
+        "{}: Pipe mode is not supported yet",
+        fifo.display()
+    )))
 }
