@@ -180,10 +180,16 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
     }
     let device = resolve_device(hp.device)?;
     let precision = resolve_precision(hp, device, gpu_supports_bf16(device))?;
-    tracing::info!(?device, ?precision, threads = tch::get_num_threads(), "device");
+    tracing::info!(
+        ?device,
+        ?precision,
+        threads = tch::get_num_threads(),
+        "device"
+    );
 
     let source = source_model(paths, hp)?;
-    let (mut model, report) = SequenceClassifier::load(&source.dir, data.labels.id2label(), device)?;
+    let (mut model, report) =
+        SequenceClassifier::load(&source.dir, data.labels.id2label(), device)?;
     tracing::info!(
         dir = %source.dir.display(),
         model_type = report.model_type,
@@ -269,7 +275,10 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
 
     if let Some(uri) = &hp.output_uri {
         s3::upload_outputs(uri, &paths.model_dir, &paths.output_data_dir)?;
-        tracing::info!(uri = uri.as_str(), "uploaded model.tar.gz and output.tar.gz");
+        tracing::info!(
+            uri = uri.as_str(),
+            "uploaded model.tar.gz and output.tar.gz"
+        );
     }
     Ok(outcome)
 }

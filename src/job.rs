@@ -13,9 +13,9 @@
 use crate::cli::{ChannelArg, TrainArgs};
 use crate::data::csv::{read_channel, BadRowBudget, ChannelRows, Columns};
 use crate::data::labels::LabelMap;
-use crate::fine_tune::{self, FineTuneError, FineTuneRequest};
 use crate::data::split::stratified;
 use crate::data::DataError;
+use crate::fine_tune::{self, FineTuneError, FineTuneRequest};
 use crate::hyperparams::{DeviceChoice, HyperparameterError, Hyperparameters, UnseenLabels};
 use crate::sagemaker::{self, ContractError, InputMode, Paths};
 use crate::storage::{self, ObjectStream, StorageError};

@@ -9,7 +9,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use tch::{Kind, Tensor};
+use tch::Kind;
 
 use crate::cli::PredictArgs;
 use crate::fine_tune::{tokenize_texts, FineTuneError};
@@ -55,8 +55,11 @@ pub fn read_id2label(model_dir: &Path) -> Result<Vec<String>, PredictError> {
         path: path.clone(),
         reason,
     };
-    let text = fs::read_to_string(&path)
-        .map_err(|e| bad(format!("{e}; --model must be a directory written by txcat train")))?;
+    let text = fs::read_to_string(&path).map_err(|e| {
+        bad(format!(
+            "{e}; --model must be a directory written by txcat train"
+        ))
+    })?;
     let config: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
     let map = config
@@ -65,11 +68,12 @@ pub fn read_id2label(model_dir: &Path) -> Result<Vec<String>, PredictError> {
         .ok_or_else(|| bad("has no id2label; is this a fine-tuned classifier?".into()))?;
     let mut labels = vec![None; map.len()];
     for (key, value) in map {
-        let id: usize = key
-            .parse()
-            .ok()
-            .filter(|&i| i < map.len())
-            .ok_or_else(|| bad(format!("id2label key {key:?} is not an id in 0..{}", map.len())))?;
+        let id: usize = key.parse().ok().filter(|&i| i < map.len()).ok_or_else(|| {
+            bad(format!(
+                "id2label key {key:?} is not an id in 0..{}",
+                map.len()
+            ))
+        })?;
         labels[id] = value.as_str().map(str::to_owned);
     }
     labels
@@ -121,7 +125,9 @@ fn read_input(path: &Path, text_column: &str) -> Result<InputTable, PredictError
     for record in reader.records() {
         let record = record.map_err(|e| {
             let line = e.position().map_or(0, |p| p.line());
-            bad(format!("line {line}: {e}; fix the row (RFC 4180 CSV, UTF-8)"))
+            bad(format!(
+                "line {line}: {e}; fix the row (RFC 4180 CSV, UTF-8)"
+            ))
         })?;
         records.push(record);
     }
@@ -180,8 +186,10 @@ pub fn run(args: &PredictArgs) -> Result<(), PredictError> {
             )
             .softmax(-1, Kind::Float);
         let (values, indices) = probs.topk(args.top_k as i64, -1, true, true);
-        let values: Vec<f32> = Vec::<f32>::try_from(values.to_device(tch::Device::Cpu).flatten(0, -1))?;
-        let indices: Vec<i64> = Vec::<i64>::try_from(indices.to_device(tch::Device::Cpu).flatten(0, -1))?;
+        let values: Vec<f32> =
+            Vec::<f32>::try_from(values.to_device(tch::Device::Cpu).flatten(0, -1))?;
+        let indices: Vec<i64> =
+            Vec::<i64>::try_from(indices.to_device(tch::Device::Cpu).flatten(0, -1))?;
         for (slot, &row) in rows.iter().enumerate() {
             let span = slot * args.top_k..(slot + 1) * args.top_k;
             top[row] = indices[span.clone()]
