@@ -29,10 +29,14 @@ ARG TORCH_INDEX_URL=https://pypi.org/simple
 FROM ${BUILDER_IMAGE} AS torch-pip
 ARG TORCH_VERSION
 ARG TORCH_INDEX_URL
-RUN apt-get update \
+# Behind a TLS-intercepting proxy: --secret id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt
+# (used by pip and cargo only; secrets never end up in a layer).
+RUN --mount=type=secret,id=ca-bundle \
+    apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /opt/pip \
+ && if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
  && /opt/pip/bin/pip install --no-cache-dir --no-compile --target /opt/torch-site \
       --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
  && test -f /opt/torch-site/torch/lib/libtorch_cpu.so \
@@ -54,7 +58,9 @@ COPY . .
 RUN --mount=type=bind,from=torch-site,target=/opt/torch-site \
     --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    LIBTORCH=/opt/torch-site/torch LIBTORCH_CXX11_ABI=1 TXCAT_EXTRA_RPATH=/opt/txcat/lib \
+    --mount=type=secret,id=ca-bundle \
+    if [ -s /run/secrets/ca-bundle ]; then export CARGO_HTTP_CAINFO=/run/secrets/ca-bundle; fi \
+ && LIBTORCH=/opt/torch-site/torch LIBTORCH_CXX11_ABI=1 TXCAT_EXTRA_RPATH=/opt/txcat/lib \
     cargo build --release --locked --bin txcat \
  && mkdir -p /dist && cp target/release/txcat /dist/txcat
 
