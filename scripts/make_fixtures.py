@@ -110,6 +110,17 @@ def main() -> None:
     perturb(distil)
     save(distil, tokenizer, vocab, "tiny-distilbert", texts, type_ids_variant=False)
 
+    # Same architecture with transformers' own initialisation (no noise): the starting point the
+    # end-to-end training tests fine-tune, since it learns a small task in a few seconds.
+    torch.manual_seed(4321)
+    fresh = DistilBertForSequenceClassification(
+        DistilBertConfig(
+            vocab_size=len(vocab), dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+            max_position_embeddings=64, id2label=id2label, label2id=label2id,
+        )
+    )
+    save(fresh, tokenizer, vocab, "tiny-distilbert-trainable", texts, type_ids_variant=False)
+
     torch.manual_seed(5678)
     bert = BertForSequenceClassification(
         BertConfig(

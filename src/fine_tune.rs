@@ -188,6 +188,9 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
     );
 
     let source = source_model(paths, hp)?;
+    // A fresh head is drawn from libtorch's generator: seed it first, as transformers' set_seed
+    // does before building the model, so one seed gives one run.
+    tch::manual_seed(hp.seed as i64);
     let (mut model, report) =
         SequenceClassifier::load(&source.dir, data.labels.id2label(), device)?;
     tracing::info!(
