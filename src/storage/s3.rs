@@ -60,7 +60,8 @@ pub fn open_channel_with(
     if objects.is_empty() {
         return Err(empty_error(channel, &parsed, uri, listed));
     }
-    tracing::info!(channel, uri, objects = objects.len(), "reading S3 channel");
+    let bytes: u64 = objects.iter().map(|object| object.size).sum();
+    tracing::info!(channel, uri, objects = objects.len(), bytes, "reading S3 channel");
     Ok(Box::new(PrefetchingStream::new(context, parsed.bucket, objects)))
 }
 

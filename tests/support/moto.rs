@@ -188,13 +188,13 @@ impl S3Admin {
     /// Puts many objects with up to 32 requests in flight.
     pub fn put_many(&self, bucket: &str, objects: Vec<(String, Vec<u8>)>) {
         self.runtime.block_on(async {
-            let mut running = tokio::task::JoinSet::new();
+            let mut running: tokio::task::JoinSet<Result<(), String>> = tokio::task::JoinSet::new();
             for (key, body) in objects {
                 while running.len() >= 32 {
                     running.join_next().await.expect("task").expect("join").expect("put");
                 }
                 let request = self.client.put_object().bucket(bucket).key(key).body(ByteStream::from(body));
-                running.spawn(async move { request.send().await.map(|_| ()) });
+                running.spawn(async move { request.send().await.map(|_| ()).map_err(|err| format!("{err:?}")) });
             }
             while let Some(done) = running.join_next().await {
                 done.expect("join").expect("put");

@@ -12,7 +12,7 @@ use super::retry::{classify, error_chain, with_retry, Failure, Operation, RetryP
 use super::uri::S3Uri;
 use crate::storage::{InputObject, ObjectStream, StorageError};
 use aws_sdk_s3::config::ResponseChecksumValidation;
-use aws_sdk_s3::primitives::Bytes;
+use bytes::Bytes;
 use aws_sdk_s3::Client;
 use std::collections::VecDeque;
 use std::io::Read;

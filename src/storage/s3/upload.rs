@@ -253,7 +253,7 @@ async fn upload_part(
     .await
 }
 
-fn read_range(file: &File, offset: u64, length: u64) -> std::io::Result<aws_sdk_s3::primitives::Bytes> {
+fn read_range(file: &File, offset: u64, length: u64) -> std::io::Result<bytes::Bytes> {
     let mut buffer = vec![0u8; length as usize];
     file.read_exact_at(&mut buffer, offset)?;
     Ok(buffer.into())
