@@ -52,6 +52,7 @@ pub fn free_port() -> u16 {
 /// A running moto server.
 pub struct MotoServer {
     child: Child,
+    log: tempfile::NamedTempFile,
     /// `http://127.0.0.1:<port>`
     pub endpoint: String,
     pub port: u16,
@@ -68,12 +69,15 @@ impl MotoServer {
         hermetic_aws_env();
         let python = python();
         let port = free_port();
+        // A file, not a pipe: moto logs every request, and an unread pipe would fill up and
+        // freeze the server after a few hundred requests.
+        let log = tempfile::NamedTempFile::new().expect("moto log file");
         let mut command = Command::new(&python);
         command
             .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::from(log.reopen().expect("reopen moto log")));
         for (name, value) in env {
             command.env(name, value);
         }
@@ -91,6 +95,7 @@ impl MotoServer {
             .unwrap_or_else(|err| panic!("cannot start `{python} -m moto.server`: {err}"));
         let mut server = Self {
             child,
+            log,
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
         };
@@ -102,10 +107,7 @@ impl MotoServer {
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                let mut stderr = String::new();
-                if let Some(pipe) = self.child.stderr.as_mut() {
-                    let _ = pipe.read_to_string(&mut stderr);
-                }
+                let stderr = std::fs::read_to_string(self.log.path()).unwrap_or_default();
                 panic!("moto_server exited early ({status}); is moto[server] installed in $TXCAT_PYTHON? {stderr}");
             }
             if http_status(self.port, "/moto-api/").is_some() {
@@ -185,12 +187,12 @@ impl S3Admin {
             .unwrap_or_else(|err| panic!("put s3://{bucket}/{key}: {err:?}"));
     }
 
-    /// Puts many objects with up to 32 requests in flight.
+    /// Puts many objects with up to 16 requests in flight.
     pub fn put_many(&self, bucket: &str, objects: Vec<(String, Vec<u8>)>) {
         self.runtime.block_on(async {
             let mut running: tokio::task::JoinSet<Result<(), String>> = tokio::task::JoinSet::new();
             for (key, body) in objects {
-                while running.len() >= 32 {
+                while running.len() >= 16 {
                     running.join_next().await.expect("task").expect("join").expect("put");
                 }
                 let request = self.client.put_object().bucket(bucket).key(key).body(ByteStream::from(body));
