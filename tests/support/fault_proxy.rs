@@ -55,6 +55,18 @@ pub fn flaky(percent: u64, seed: u64) -> Arc<FaultPlan> {
     })
 }
 
+/// A plan failing every other request, cycling through 503, 500, reset and truncated body, so
+/// every failure kind is exercised however few requests a test makes.
+pub fn every_other() -> Arc<FaultPlan> {
+    Arc::new(|index, _line| match (index % 2, (index / 2) % 4) {
+        (1, _) => Fault::Pass,
+        (_, 0) => Fault::TruncateBody,
+        (_, 1) => Fault::SlowDown,
+        (_, 2) => Fault::Reset,
+        _ => Fault::InternalError,
+    })
+}
+
 /// Counters of what the proxy did.
 #[derive(Debug, Default)]
 pub struct ProxyStats {

@@ -170,7 +170,9 @@ where
         SdkError::ResponseError(_) => {
             Failure::Transient(format!("broken response: {}", error_chain(&err)))
         }
-        SdkError::DispatchFailure(dispatch) if dispatch.is_io() || dispatch.is_timeout() => {
+        // Everything but a user (configuration) error: refused, reset, or closed connections
+        // ("connection closed before message completed" is classified as "other").
+        SdkError::DispatchFailure(dispatch) if !dispatch.is_user() => {
             Failure::Transient(format!("connection failed: {}", error_chain(&err)))
         }
         SdkError::ServiceError(service) => {
