@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use txcat::storage::{pipe, StorageError};
 
 fn mkfifo(path: &Path) {
-    let status = Command::new("mkfifo").arg(path).status().expect("run mkfifo");
+    let status = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
     assert!(status.success(), "mkfifo {}", path.display());
 }
 
@@ -36,7 +39,10 @@ fn fifo_is_one_concatenated_object_with_exact_bytes() {
     let mut got = Vec::new();
     object.reader.read_to_end(&mut got).unwrap();
     assert_eq!(got, [&first[..], &second[..]].concat());
-    assert!(stream.next_object().unwrap().is_none(), "a FIFO is read once");
+    assert!(
+        stream.next_object().unwrap().is_none(),
+        "a FIFO is read once"
+    );
     assert!(writer.wait().unwrap().success());
 }
 
@@ -51,7 +57,10 @@ fn missing_fifo_fails_after_the_wait_naming_channel_and_path() {
     assert!(started.elapsed() >= Duration::from_millis(200));
     assert!(matches!(err, StorageError::MissingFifo { .. }), "{err:?}");
     let text = err.to_string();
-    assert!(text.contains("'validation'") && text.contains(&fifo.display().to_string()), "{text}");
+    assert!(
+        text.contains("'validation'") && text.contains(&fifo.display().to_string()),
+        "{text}"
+    );
 }
 
 #[test]

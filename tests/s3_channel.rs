@@ -30,7 +30,10 @@ fn read_all(mut stream: Box<dyn ObjectStream + Send>) -> Vec<(String, Vec<u8>)> 
     while let Some(mut object) = stream.next_object().expect("next object") {
         assert!(!object.concatenated, "S3 objects are delivered one by one");
         let mut bytes = Vec::new();
-        object.reader.read_to_end(&mut bytes).unwrap_or_else(|err| panic!("read {}: {err}", object.name));
+        object
+            .reader
+            .read_to_end(&mut bytes)
+            .unwrap_or_else(|err| panic!("read {}: {err}", object.name));
         objects.push((object.name, bytes));
     }
     objects
@@ -45,15 +48,31 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 fn setup_channel(admin: &S3Admin) -> Vec<(String, Vec<u8>)> {
     admin.create_bucket("bkt");
     let wanted = vec![
-        ("data/a.csv".to_string(), b"text,label\ncoffee shop,food\n".to_vec()),
-        ("data/b.csv.gz".to_string(), gzip(b"text,label\nuber trip,transport\n")),
-        ("data/sub/c.csv".to_string(), b"text,label\nrent,housing\n".to_vec()),
+        (
+            "data/a.csv".to_string(),
+            b"text,label\ncoffee shop,food\n".to_vec(),
+        ),
+        (
+            "data/b.csv.gz".to_string(),
+            gzip(b"text,label\nuber trip,transport\n"),
+        ),
+        (
+            "data/sub/c.csv".to_string(),
+            b"text,label\nrent,housing\n".to_vec(),
+        ),
     ];
     for (key, body) in &wanted {
         admin.put("bkt", key, body);
     }
     // Not data: markers, hidden files, a "directory" object, and a sibling prefix.
-    for key in ["data/_SUCCESS", "data/.hidden.csv", "data/.tmp/x.csv", "data/sub/", "data-old/z.csv", "datax.csv"] {
+    for key in [
+        "data/_SUCCESS",
+        "data/.hidden.csv",
+        "data/.tmp/x.csv",
+        "data/sub/",
+        "data-old/z.csv",
+        "datax.csv",
+    ] {
         admin.put("bkt", key, b"not,data\n");
     }
     wanted
@@ -65,8 +84,12 @@ fn prefix_yields_data_objects_in_key_order_with_exact_bytes() {
     let admin = moto.admin();
     let wanted = setup_channel(&admin);
     for uri in ["s3://bkt/data", "s3://bkt/data/"] {
-        let got = read_all(s3::open_channel_with("train", uri, options(&moto.endpoint)).expect("open"));
-        let expected: Vec<_> = wanted.iter().map(|(k, b)| (format!("s3://bkt/{k}"), b.clone())).collect();
+        let got =
+            read_all(s3::open_channel_with("train", uri, options(&moto.endpoint)).expect("open"));
+        let expected: Vec<_> = wanted
+            .iter()
+            .map(|(k, b)| (format!("s3://bkt/{k}"), b.clone()))
+            .collect();
         assert_eq!(got, expected, "{uri}");
     }
 }
@@ -76,15 +99,23 @@ fn single_key_is_one_object_and_missing_key_names_the_uri() {
     let moto = MotoServer::start();
     let admin = moto.admin();
     let wanted = setup_channel(&admin);
-    let got = read_all(s3::open_channel_with("train", "s3://bkt/data/b.csv.gz", options(&moto.endpoint)).unwrap());
-    assert_eq!(got, vec![("s3://bkt/data/b.csv.gz".to_string(), wanted[1].1.clone())]);
+    let got = read_all(
+        s3::open_channel_with("train", "s3://bkt/data/b.csv.gz", options(&moto.endpoint)).unwrap(),
+    );
+    assert_eq!(
+        got,
+        vec![("s3://bkt/data/b.csv.gz".to_string(), wanted[1].1.clone())]
+    );
 
     let err = s3::open_channel_with("train", "s3://bkt/data/nope.csv", options(&moto.endpoint))
         .err()
         .expect("missing key must fail");
     assert!(matches!(err, StorageError::NoSuchKey { .. }), "{err:?}");
     let text = err.to_string();
-    assert!(text.contains("s3://bkt/data/nope.csv") && !text.contains('\n'), "{text}");
+    assert!(
+        text.contains("s3://bkt/data/nope.csv") && !text.contains('\n'),
+        "{text}"
+    );
 }
 
 #[test]
@@ -96,12 +127,21 @@ fn missing_bucket_and_empty_prefixes_fail_with_one_line_naming_the_uri() {
 
     let cases = [
         ("s3://no-such-bucket/data/", "does not exist (NoSuchBucket)"),
-        ("s3://bkt/empty/", "channel 'train': no data files in s3://bkt/empty/"),
-        ("s3://bkt/markers-only/", "channel 'train': no data files in s3://bkt/markers-only/"),
+        (
+            "s3://bkt/empty/",
+            "channel 'train': no data files in s3://bkt/empty/",
+        ),
+        (
+            "s3://bkt/markers-only/",
+            "channel 'train': no data files in s3://bkt/markers-only/",
+        ),
         ("s3:/bkt/typo", "invalid S3 URI"),
     ];
     for (uri, expected) in cases {
-        let err = s3::open_channel_with("train", uri, options(&moto.endpoint)).err().expect(uri).to_string();
+        let err = s3::open_channel_with("train", uri, options(&moto.endpoint))
+            .err()
+            .expect(uri)
+            .to_string();
         assert!(err.contains(uri) && err.contains(expected), "{uri}: {err}");
         assert!(!err.contains('\n'), "{uri}: {err}");
     }
@@ -113,9 +153,18 @@ fn listing_follows_pagination_past_1000_keys() {
     let admin = moto.admin();
     admin.create_bucket("many");
     let count = 1234;
-    let objects: Vec<_> = (0..count).map(|i| (format!("rows/part-{i:05}.csv"), format!("row {i}\n").into_bytes())).collect();
+    let objects: Vec<_> = (0..count)
+        .map(|i| {
+            (
+                format!("rows/part-{i:05}.csv"),
+                format!("row {i}\n").into_bytes(),
+            )
+        })
+        .collect();
     admin.put_many("many", objects.clone());
-    let got = read_all(s3::open_channel_with("train", "s3://many/rows/", options(&moto.endpoint)).unwrap());
+    let got = read_all(
+        s3::open_channel_with("train", "s3://many/rows/", options(&moto.endpoint)).unwrap(),
+    );
     assert_eq!(got.len(), count);
     for ((name, bytes), (key, body)) in got.iter().zip(&objects) {
         assert_eq!(name, &format!("s3://many/{key}"));
@@ -132,10 +181,24 @@ fn download_prefix_mirrors_relative_paths_and_skips_markers() {
     admin.put("models", "runs/7/model/tok/vocab.txt", b"[PAD]\n[UNK]\n");
     admin.put("models", "runs/7/model/_SUCCESS", b"");
     let dest = tempfile::tempdir().unwrap();
-    s3::download_prefix_with("s3://models/runs/7/model", dest.path(), options(&moto.endpoint)).unwrap();
-    assert_eq!(std::fs::read(dest.path().join("config.json")).unwrap(), b"{\"dim\": 8}");
-    assert_eq!(std::fs::read(dest.path().join("tok/vocab.txt")).unwrap(), b"[PAD]\n[UNK]\n");
-    let mut names: Vec<_> = std::fs::read_dir(dest.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    s3::download_prefix_with(
+        "s3://models/runs/7/model",
+        dest.path(),
+        options(&moto.endpoint),
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(dest.path().join("config.json")).unwrap(),
+        b"{\"dim\": 8}"
+    );
+    assert_eq!(
+        std::fs::read(dest.path().join("tok/vocab.txt")).unwrap(),
+        b"[PAD]\n[UNK]\n"
+    );
+    let mut names: Vec<_> = std::fs::read_dir(dest.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     names.sort();
     assert_eq!(names, ["config.json", "tok"]);
 }
@@ -148,8 +211,12 @@ fn download_prefix_refuses_keys_escaping_the_destination() {
     admin.put("evil", "m/config.json", b"{}");
     admin.put("evil", "m//etc/passwd-copy", b"root");
     let dest = tempfile::tempdir().unwrap();
-    let err = s3::download_prefix_with("s3://evil/m/", &dest.path().join("model"), options(&moto.endpoint))
-        .expect_err("an absolute key must be refused");
+    let err = s3::download_prefix_with(
+        "s3://evil/m/",
+        &dest.path().join("model"),
+        options(&moto.endpoint),
+    )
+    .expect_err("an absolute key must be refused");
     assert!(matches!(err, StorageError::UnsafeKey { .. }), "{err:?}");
     assert!(err.to_string().contains("m//etc/passwd-copy"), "{err}");
     // Refused before anything was written.
@@ -202,12 +269,27 @@ fn upload_outputs_writes_model_and_output_tarballs() {
 
     let mut keys = admin.keys("out");
     keys.sort();
-    assert_eq!(keys, ["jobs/42/model.tar.gz", "jobs/42/output.tar.gz"], "no temporary keys left");
+    assert_eq!(
+        keys,
+        ["jobs/42/model.tar.gz", "jobs/42/output.tar.gz"],
+        "no temporary keys left"
+    );
     let model_entries = tar_entries(&admin.get("out", "jobs/42/model.tar.gz"));
     let names: Vec<_> = model_entries.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["config.json", "model.safetensors", "tokenizer", "tokenizer/tokenizer.json"]);
+    assert_eq!(
+        names,
+        [
+            "config.json",
+            "model.safetensors",
+            "tokenizer",
+            "tokenizer/tokenizer.json"
+        ]
+    );
     assert_eq!(model_entries[1].1, weights);
     assert_eq!(model_entries[3].1, b"{}");
     let output_entries = tar_entries(&admin.get("out", "jobs/42/output.tar.gz"));
-    assert_eq!(output_entries, [("metrics.json".to_string(), b"{\"f1\": 0.9}".to_vec())]);
+    assert_eq!(
+        output_entries,
+        [("metrics.json".to_string(), b"{\"f1\": 0.9}".to_vec())]
+    );
 }

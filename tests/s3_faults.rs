@@ -30,7 +30,11 @@ fn csv_body(object: usize, size: usize) -> Vec<u8> {
     let mut body = String::from("text,label\n");
     let mut row = 0;
     while body.len() < size {
-        body.push_str(&format!("payment {object}-{row} ref {:08x},cat{}\n", (object * 7919 + row) * 2654435761 % 4294967291, row % 5));
+        body.push_str(&format!(
+            "payment {object}-{row} ref {:08x},cat{}\n",
+            (object * 7919 + row) * 2654435761 % 4294967291,
+            row % 5
+        ));
         row += 1;
     }
     body.into_bytes()
@@ -39,7 +43,9 @@ fn csv_body(object: usize, size: usize) -> Vec<u8> {
 fn seed_objects(moto: &MotoServer) -> Vec<(String, Vec<u8>)> {
     let admin = moto.admin();
     admin.create_bucket("flaky");
-    let objects: Vec<_> = (0..6).map(|i| (format!("data/part-{i}.csv"), csv_body(i, 300_000))).collect();
+    let objects: Vec<_> = (0..6)
+        .map(|i| (format!("data/part-{i}.csv"), csv_body(i, 300_000)))
+        .collect();
     for (key, body) in &objects {
         admin.put("flaky", key, body);
     }
@@ -51,19 +57,31 @@ fn flaky_server_still_delivers_every_byte_exactly_once() {
     let moto = MotoServer::start();
     let objects = seed_objects(&moto);
     let proxy = FaultProxy::start(moto.port, flaky(50, 11));
-    let mut stream = s3::open_channel_with("train", "s3://flaky/data/", options(&proxy.endpoint, 30, Duration::from_secs(30)))
-        .expect("open through flaky proxy");
+    let mut stream = s3::open_channel_with(
+        "train",
+        "s3://flaky/data/",
+        options(&proxy.endpoint, 30, Duration::from_secs(30)),
+    )
+    .expect("open through flaky proxy");
     for (key, body) in &objects {
         let mut object = stream.next_object().unwrap().expect("one object per key");
         assert_eq!(object.name, format!("s3://flaky/{key}"));
         let mut got = Vec::new();
-        object.reader.read_to_end(&mut got).unwrap_or_else(|err| panic!("{}: {err}", object.name));
+        object
+            .reader
+            .read_to_end(&mut got)
+            .unwrap_or_else(|err| panic!("{}: {err}", object.name));
         assert_eq!(got.len(), body.len(), "{key}");
         assert!(got == *body, "{key}: bytes differ");
     }
     assert!(stream.next_object().unwrap().is_none());
     // The test only proves something if faults actually happened.
-    assert!(proxy.faults() >= 3, "only {} faults in {} requests", proxy.faults(), proxy.requests());
+    assert!(
+        proxy.faults() >= 3,
+        "only {} faults in {} requests",
+        proxy.faults(),
+        proxy.requests()
+    );
 }
 
 #[test]
@@ -80,11 +98,24 @@ fn every_other_request_failing_still_delivers_every_byte_exactly_once() {
         let mut object = stream.next_object().unwrap().expect("one object per key");
         assert_eq!(object.name, format!("s3://flaky/{key}"));
         let mut got = Vec::new();
-        object.reader.read_to_end(&mut got).unwrap_or_else(|err| panic!("{}: {err}", object.name));
-        assert!(got == *body, "{key}: {} bytes, expected {}", got.len(), body.len());
+        object
+            .reader
+            .read_to_end(&mut got)
+            .unwrap_or_else(|err| panic!("{}: {err}", object.name));
+        assert!(
+            got == *body,
+            "{key}: {} bytes, expected {}",
+            got.len(),
+            body.len()
+        );
     }
     assert!(stream.next_object().unwrap().is_none());
-    assert!(proxy.faults() >= objects.len() as u64, "only {} faults in {} requests", proxy.faults(), proxy.requests());
+    assert!(
+        proxy.faults() >= objects.len() as u64,
+        "only {} faults in {} requests",
+        proxy.faults(),
+        proxy.requests()
+    );
 }
 
 #[test]
@@ -93,13 +124,20 @@ fn endless_errors_give_up_with_a_clear_reason_in_bounded_time() {
     seed_objects(&moto);
     let proxy = FaultProxy::start(moto.port, Arc::new(|_, _: &str| Fault::SlowDown));
     let started = Instant::now();
-    let err = s3::open_channel_with("train", "s3://flaky/data/", options(&proxy.endpoint, 1000, Duration::from_secs(2)))
-        .err()
-        .expect("must give up");
+    let err = s3::open_channel_with(
+        "train",
+        "s3://flaky/data/",
+        options(&proxy.endpoint, 1000, Duration::from_secs(2)),
+    )
+    .err()
+    .expect("must give up");
     let elapsed = started.elapsed();
     let text = err.to_string();
     assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
-    assert!(text.starts_with("s3://flaky/data/: gave up after"), "{text}");
+    assert!(
+        text.starts_with("s3://flaky/data/: gave up after"),
+        "{text}"
+    );
     assert!(text.contains("503"), "{text}");
 }
 
@@ -116,15 +154,30 @@ fn bodies_that_always_break_fail_the_read_in_bounded_time() {
         }
     });
     let proxy = FaultProxy::start(moto.port, plan);
-    let mut stream = s3::open_channel_with("train", "s3://flaky/data/", options(&proxy.endpoint, 5, Duration::from_secs(5))).unwrap();
+    let mut stream = s3::open_channel_with(
+        "train",
+        "s3://flaky/data/",
+        options(&proxy.endpoint, 5, Duration::from_secs(5)),
+    )
+    .unwrap();
     let started = Instant::now();
     let mut object = stream.next_object().unwrap().unwrap();
     let mut sink = Vec::new();
-    let err = object.reader.read_to_end(&mut sink).expect_err("a body that never arrives must fail");
-    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    let err = object
+        .reader
+        .read_to_end(&mut sink)
+        .expect_err("a body that never arrives must fail");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(sink.is_empty());
     let text = err.to_string();
-    assert!(text.starts_with("s3://flaky/data/part-0.csv: gave up after 5 attempts"), "{text}");
+    assert!(
+        text.starts_with("s3://flaky/data/part-0.csv: gave up after 5 attempts"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -132,10 +185,17 @@ fn access_denied_names_the_uri_and_the_missing_permission() {
     let moto = MotoServer::start();
     seed_objects(&moto);
     let proxy = FaultProxy::start(moto.port, Arc::new(|_, _: &str| Fault::AccessDenied));
-    let err = s3::open_channel_with("train", "s3://flaky/data/", options(&proxy.endpoint, 5, Duration::from_secs(5)))
-        .err()
-        .expect("denied");
+    let err = s3::open_channel_with(
+        "train",
+        "s3://flaky/data/",
+        options(&proxy.endpoint, 5, Duration::from_secs(5)),
+    )
+    .err()
+    .expect("denied");
     assert!(matches!(err, StorageError::AccessDenied { .. }), "{err:?}");
     let text = err.to_string();
-    assert!(text.contains("s3://flaky/data/") && text.contains("s3:ListBucket"), "{text}");
+    assert!(
+        text.contains("s3://flaky/data/") && text.contains("s3:ListBucket"),
+        "{text}"
+    );
 }

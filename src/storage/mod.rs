@@ -43,7 +43,9 @@ pub enum StorageError {
     BadUri { uri: String, reason: String },
     #[error("{uri}: bucket '{bucket}' does not exist (NoSuchBucket); check the bucket name, AWS_REGION and AWS_ENDPOINT_URL")]
     NoSuchBucket { uri: String, bucket: String },
-    #[error("{uri}: no such object (NoSuchKey); check the key, or end the URI with '/' for a prefix")]
+    #[error(
+        "{uri}: no such object (NoSuchKey); check the key, or end the URI with '/' for a prefix"
+    )]
     NoSuchKey { uri: String },
     #[error("{uri}: access denied ({operation}); give the job's credentials s3:{action} on it")]
     AccessDenied {

@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_FIFO_WAIT: Duration = Duration::from_secs(10);
 
 /// The FIFO `fifo` (`/opt/ml/input/data/<channel>_<epoch>`) as one concatenated object.
-pub fn open_channel(channel: &str, fifo: &Path) -> Result<Box<dyn ObjectStream + Send>, StorageError> {
+pub fn open_channel(
+    channel: &str,
+    fifo: &Path,
+) -> Result<Box<dyn ObjectStream + Send>, StorageError> {
     open_channel_waiting(channel, fifo, DEFAULT_FIFO_WAIT)
 }
 

@@ -28,7 +28,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Every object under `uri` (a prefix or a single key), in sorted key order, as a channel.
-pub fn open_channel(channel: &str, uri: &str) -> Result<Box<dyn ObjectStream + Send>, StorageError> {
+pub fn open_channel(
+    channel: &str,
+    uri: &str,
+) -> Result<Box<dyn ObjectStream + Send>, StorageError> {
     open_channel_with(channel, uri, S3Options::from_env())
 }
 
@@ -61,13 +64,25 @@ pub fn open_channel_with(
         return Err(empty_error(channel, &parsed, uri, listed));
     }
     let bytes: u64 = objects.iter().map(|object| object.size).sum();
-    tracing::info!(channel, uri, objects = objects.len(), bytes, "reading S3 channel");
-    Ok(Box::new(PrefetchingStream::new(context, parsed.bucket, objects)))
+    tracing::info!(
+        channel,
+        uri,
+        objects = objects.len(),
+        bytes,
+        "reading S3 channel"
+    );
+    Ok(Box::new(PrefetchingStream::new(
+        context,
+        parsed.bucket,
+        objects,
+    )))
 }
 
 fn empty_error(channel: &str, parsed: &S3Uri, uri: &str, listed: usize) -> StorageError {
     if listed == 0 && !parsed.key.is_empty() && !parsed.key.ends_with('/') {
-        StorageError::NoSuchKey { uri: uri.to_string() }
+        StorageError::NoSuchKey {
+            uri: uri.to_string(),
+        }
     } else {
         StorageError::Empty {
             channel: channel.to_string(),
@@ -84,7 +99,11 @@ pub fn download_prefix(uri: &str, dest: &Path) -> Result<(), StorageError> {
 /// [`download_prefix`] with explicit options. Relative paths below the prefix are kept; a key
 /// that would land outside `dest` fails the whole download before any file is written; hidden
 /// and marker objects are skipped; each file appears under its final name only once complete.
-pub fn download_prefix_with(uri: &str, dest: &Path, options: S3Options) -> Result<(), StorageError> {
+pub fn download_prefix_with(
+    uri: &str,
+    dest: &Path,
+    options: S3Options,
+) -> Result<(), StorageError> {
     let parsed = S3Uri::parse(uri)?;
     let context = Arc::new(S3Context::new(options)?);
     let (prefix, objects) = context.block_on(download::resolve(
@@ -117,23 +136,27 @@ pub fn download_prefix_with(uri: &str, dest: &Path, options: S3Options) -> Resul
     let (paths, objects): (Vec<_>, Vec<_>) = planned.into_iter().unzip();
     let mut stream = PrefetchingStream::new(Arc::clone(&context), parsed.bucket.clone(), objects);
     for relative in paths {
-        let Some(mut object) = stream.next_object()? else { break };
+        let Some(mut object) = stream.next_object()? else {
+            break;
+        };
         let target = dest.join(&relative);
         let parent = target.parent().unwrap_or(dest);
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
         let mut staged = tempfile::NamedTempFile::new_in(parent).map_err(io_err(parent))?;
-        std::io::copy(&mut object.reader, &mut staged).map_err(|source| match source.into_inner() {
-            Some(inner) => match inner.downcast::<StorageError>() {
-                Ok(storage) => *storage,
-                Err(other) => StorageError::S3 {
-                    uri: object.name.clone(),
-                    reason: other.to_string(),
+        std::io::copy(&mut object.reader, &mut staged).map_err(|source| {
+            match source.into_inner() {
+                Some(inner) => match inner.downcast::<StorageError>() {
+                    Ok(storage) => *storage,
+                    Err(other) => StorageError::S3 {
+                        uri: object.name.clone(),
+                        reason: other.to_string(),
+                    },
                 },
-            },
-            None => StorageError::S3 {
-                uri: object.name.clone(),
-                reason: "download failed".to_string(),
-            },
+                None => StorageError::S3 {
+                    uri: object.name.clone(),
+                    reason: "download failed".to_string(),
+                },
+            }
         })?;
         staged.flush().map_err(io_err(&target))?;
         staged.persist(&target).map_err(|err| StorageError::Io {
@@ -147,8 +170,17 @@ pub fn download_prefix_with(uri: &str, dest: &Path, options: S3Options) -> Resul
 
 /// Uploads `model.tar.gz` (of `model_dir`) and `output.tar.gz` (of `output_data_dir`) under
 /// `output_uri`, each visible only once complete.
-pub fn upload_outputs(output_uri: &str, model_dir: &Path, output_data_dir: &Path) -> Result<(), StorageError> {
-    upload_outputs_with(output_uri, model_dir, output_data_dir, S3Options::from_env())
+pub fn upload_outputs(
+    output_uri: &str,
+    model_dir: &Path,
+    output_data_dir: &Path,
+) -> Result<(), StorageError> {
+    upload_outputs_with(
+        output_uri,
+        model_dir,
+        output_data_dir,
+        S3Options::from_env(),
+    )
 }
 
 /// [`upload_outputs`] with explicit options.

@@ -148,7 +148,9 @@ fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
 fn header_value(head: &str, name: &str) -> Option<String> {
     head.lines().find_map(|line| {
         let (key, value) = line.split_once(':')?;
-        key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_string())
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_string())
     })
 }
 
@@ -173,11 +175,20 @@ fn error_response(status: &str, code: &str) -> String {
     )
 }
 
-fn serve(mut client: TcpStream, upstream_port: u16, plan: &Arc<FaultPlan>, stats: &ProxyStats) -> std::io::Result<()> {
+fn serve(
+    mut client: TcpStream,
+    upstream_port: u16,
+    plan: &Arc<FaultPlan>,
+    stats: &ProxyStats,
+) -> std::io::Result<()> {
     client.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let Some(head) = read_head(&mut client)? else { return Ok(()) };
+    let Some(head) = read_head(&mut client)? else {
+        return Ok(());
+    };
     let head = String::from_utf8_lossy(&head).to_string();
-    let length: usize = header_value(&head, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let length: usize = header_value(&head, "content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let mut body = vec![0u8; length];
     client.read_exact(&mut body)?;
     let index = stats.requests.fetch_add(1, Ordering::SeqCst);
@@ -187,11 +198,16 @@ fn serve(mut client: TcpStream, upstream_port: u16, plan: &Arc<FaultPlan>, stats
         stats.faults.fetch_add(1, Ordering::SeqCst);
     }
     match fault {
-        Fault::SlowDown => return client.write_all(error_response("503 Slow Down", "SlowDown").as_bytes()),
-        Fault::InternalError => {
-            return client.write_all(error_response("500 Internal Server Error", "InternalError").as_bytes())
+        Fault::SlowDown => {
+            return client.write_all(error_response("503 Slow Down", "SlowDown").as_bytes())
         }
-        Fault::AccessDenied => return client.write_all(error_response("403 Forbidden", "AccessDenied").as_bytes()),
+        Fault::InternalError => {
+            return client
+                .write_all(error_response("500 Internal Server Error", "InternalError").as_bytes())
+        }
+        Fault::AccessDenied => {
+            return client.write_all(error_response("403 Forbidden", "AccessDenied").as_bytes())
+        }
         Fault::Reset => return client.shutdown(Shutdown::Both),
         _ => {}
     }
@@ -200,7 +216,10 @@ fn serve(mut client: TcpStream, upstream_port: u16, plan: &Arc<FaultPlan>, stats
     upstream.write_all(&body)?;
     let mut response = Vec::new();
     upstream.read_to_end(&mut response)?;
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(response.len(), |p| p + 4);
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(response.len(), |p| p + 4);
     let (response_head, response_body) = response.split_at(split);
     let response_head = with_connection_close(&String::from_utf8_lossy(response_head));
     client.write_all(response_head.as_bytes())?;

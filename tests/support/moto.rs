@@ -26,11 +26,19 @@ pub fn hermetic_aws_env() {
             ("AWS_REGION", "us-east-1"),
             ("AWS_EC2_METADATA_DISABLED", "true"),
             ("AWS_CONFIG_FILE", "/nonexistent/txcat-test-aws-config"),
-            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/txcat-test-aws-credentials"),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE",
+                "/nonexistent/txcat-test-aws-credentials",
+            ),
         ] {
             std::env::set_var(name, value);
         }
-        for name in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"] {
+        for name in [
+            "AWS_PROFILE",
+            "AWS_SESSION_TOKEN",
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_S3",
+        ] {
             std::env::remove_var(name);
         }
     });
@@ -74,7 +82,14 @@ impl MotoServer {
         let log = tempfile::NamedTempFile::new().expect("moto log file");
         let mut command = Command::new(&python);
         command
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log.reopen().expect("reopen moto log")));
@@ -113,7 +128,11 @@ impl MotoServer {
             if http_status(self.port, "/moto-api/").is_some() {
                 return;
             }
-            assert!(started.elapsed() < limit, "moto_server did not answer on port {} within {limit:?}", self.port);
+            assert!(
+                started.elapsed() < limit,
+                "moto_server did not answer on port {} within {limit:?}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -135,7 +154,11 @@ impl Drop for MotoServer {
 pub fn http_status(port: u16, path: &str) -> Option<u16> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
@@ -193,10 +216,26 @@ impl S3Admin {
             let mut running: tokio::task::JoinSet<Result<(), String>> = tokio::task::JoinSet::new();
             for (key, body) in objects {
                 while running.len() >= 16 {
-                    running.join_next().await.expect("task").expect("join").expect("put");
+                    running
+                        .join_next()
+                        .await
+                        .expect("task")
+                        .expect("join")
+                        .expect("put");
                 }
-                let request = self.client.put_object().bucket(bucket).key(key).body(ByteStream::from(body));
-                running.spawn(async move { request.send().await.map(|_| ()).map_err(|err| format!("{err:?}")) });
+                let request = self
+                    .client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .body(ByteStream::from(body));
+                running.spawn(async move {
+                    request
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|err| format!("{err:?}"))
+                });
             }
             while let Some(done) = running.join_next().await {
                 done.expect("join").expect("put");
@@ -214,15 +253,30 @@ impl S3Admin {
                 .send()
                 .await
                 .unwrap_or_else(|err| panic!("get s3://{bucket}/{key}: {err:?}"));
-            object.body.collect().await.expect("body").into_bytes().to_vec()
+            object
+                .body
+                .collect()
+                .await
+                .expect("body")
+                .into_bytes()
+                .to_vec()
         })
     }
 
     /// Every key in the bucket (first page is enough for the small checks that use it).
     pub fn keys(&self, bucket: &str) -> Vec<String> {
         self.runtime.block_on(async {
-            let page = self.client.list_objects_v2().bucket(bucket).send().await.expect("list");
-            page.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect()
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .send()
+                .await
+                .expect("list");
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string))
+                .collect()
         })
     }
 }

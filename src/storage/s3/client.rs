@@ -107,7 +107,9 @@ impl S3Context {
             .thread_name("txcat-s3")
             .enable_all()
             .build()
-            .map_err(|err| StorageError::Other(format!("cannot start the S3 I/O runtime: {err}")))?;
+            .map_err(|err| {
+                StorageError::Other(format!("cannot start the S3 I/O runtime: {err}"))
+            })?;
         let client = runtime.block_on(build_client(&options));
         Ok(Self {
             runtime: Some(runtime),
@@ -118,7 +120,9 @@ impl S3Context {
 
     fn runtime(&self) -> &tokio::runtime::Runtime {
         // The runtime is only taken in Drop.
-        self.runtime.as_ref().expect("S3 runtime present until drop")
+        self.runtime
+            .as_ref()
+            .expect("S3 runtime present until drop")
     }
 
     /// Runs `future` to completion on the context's runtime (from synchronous code only).

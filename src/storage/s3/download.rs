@@ -8,12 +8,14 @@
 //! gets an error naming the object's URI; at most `prefetch * buffer_chunks` chunks are buffered.
 
 use super::client::S3Context;
-use super::retry::{classify, error_chain, with_retry, Failure, Operation, RetryPolicy, RetryState};
+use super::retry::{
+    classify, error_chain, with_retry, Failure, Operation, RetryPolicy, RetryState,
+};
 use super::uri::S3Uri;
 use crate::storage::{InputObject, ObjectStream, StorageError};
 use aws_sdk_s3::config::ResponseChecksumValidation;
-use bytes::Bytes;
 use aws_sdk_s3::Client;
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::io::Read;
 use std::sync::Arc;
@@ -44,7 +46,12 @@ pub async fn list_all(
                 .bucket(bucket)
                 .prefix(prefix)
                 .set_continuation_token(token.clone());
-            async move { request.send().await.map_err(|err| classify(err, uri, Operation::List)) }
+            async move {
+                request
+                    .send()
+                    .await
+                    .map_err(|err| classify(err, uri, Operation::List))
+            }
         })
         .await?;
         objects.extend(page.contents().iter().filter_map(|object| {
@@ -91,7 +98,11 @@ pub async fn resolve(
                 size,
             };
             let parent = uri.key.rsplit_once('/').map_or("", |(dir, _)| dir);
-            let prefix = if parent.is_empty() { String::new() } else { format!("{parent}/") };
+            let prefix = if parent.is_empty() {
+                String::new()
+            } else {
+                format!("{parent}/")
+            };
             return Ok((prefix, vec![object]));
         }
     }
@@ -117,7 +128,16 @@ async fn download(
     sender: mpsc::Sender<Chunk>,
 ) {
     let uri = format!("s3://{bucket}/{key}");
-    let outcome = download_inner(&client, &policy, stall_timeout, &bucket, &key, &uri, &sender).await;
+    let outcome = download_inner(
+        &client,
+        &policy,
+        stall_timeout,
+        &bucket,
+        &key,
+        &uri,
+        &sender,
+    )
+    .await;
     let last = match outcome {
         Ok(()) => Chunk::Done,
         Err(err) => Chunk::Failed(err),
@@ -146,7 +166,9 @@ async fn download_inner(
         let mut request = client.get_object().bucket(bucket).key(key);
         let resuming = offset > 0;
         if resuming {
-            request = request.range(format!("bytes={offset}-")).set_if_match(etag.clone());
+            request = request
+                .range(format!("bytes={offset}-"))
+                .set_if_match(etag.clone());
         }
         let response = if resuming {
             // A checksum of the whole object cannot validate a byte range of it.
@@ -178,7 +200,9 @@ async fn download_inner(
         let mut body = response.body;
         let reason = loop {
             match tokio::time::timeout(stall_timeout, body.next()).await {
-                Err(_) => break format!("no data for {}s at byte {offset}", stall_timeout.as_secs()),
+                Err(_) => {
+                    break format!("no data for {}s at byte {offset}", stall_timeout.as_secs())
+                }
                 Ok(None) => match total {
                     Some(total) if offset < total => {
                         break format!("connection closed at byte {offset} of {total}")
@@ -192,7 +216,9 @@ async fn download_inner(
                         return Ok(());
                     }
                 }
-                Ok(Some(Err(err))) => break format!("body interrupted at byte {offset}: {}", error_chain(&err)),
+                Ok(Some(Err(err))) => {
+                    break format!("body interrupted at byte {offset}: {}", error_chain(&err))
+                }
             }
         };
         state.back_off(uri, &reason).await?;
@@ -257,7 +283,9 @@ impl PrefetchingStream {
     fn top_up(&mut self) {
         let window = self.context.options.prefetch.max(1);
         while self.started.len() < window {
-            let Some(object) = self.pending.pop_front() else { break };
+            let Some(object) = self.pending.pop_front() else {
+                break;
+            };
             let options = &self.context.options;
             let (sender, receiver) = mpsc::channel(options.buffer_chunks.max(1));
             self.context.spawn(download(
@@ -268,7 +296,8 @@ impl PrefetchingStream {
                 object.key.clone(),
                 sender,
             ));
-            self.started.push_back((format!("s3://{}/{}", self.bucket, object.key), receiver));
+            self.started
+                .push_back((format!("s3://{}/{}", self.bucket, object.key), receiver));
         }
     }
 }

@@ -7,8 +7,8 @@
 //! and so that a download interrupted mid-body resumes from the byte it reached.
 
 use crate::storage::StorageError;
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -107,7 +107,13 @@ impl<'a> RetryState<'a> {
                 ),
             });
         }
-        tracing::debug!(uri, attempt = self.attempts, ?delay, reason, "retrying S3 request");
+        tracing::debug!(
+            uri,
+            attempt = self.attempts,
+            ?delay,
+            reason,
+            "retrying S3 request"
+        );
         tokio::time::sleep(delay).await;
         Ok(())
     }
@@ -179,15 +185,23 @@ where
             let status = service.raw().status().as_u16();
             let code = err.code().unwrap_or("").to_string();
             let message = err.message().unwrap_or("").to_string();
-            if status >= 500 || status == 429 || status == 408 || TRANSIENT_CODES.contains(&code.as_str()) {
-                return Failure::Transient(format!("HTTP {status} {code} {message}").trim().to_string());
+            if status >= 500
+                || status == 429
+                || status == 408
+                || TRANSIENT_CODES.contains(&code.as_str())
+            {
+                return Failure::Transient(
+                    format!("HTTP {status} {code} {message}").trim().to_string(),
+                );
             }
             let region = service
                 .raw()
                 .headers()
                 .get("x-amz-bucket-region")
                 .map(str::to_string);
-            Failure::Permanent(permanent_error(uri, operation, status, &code, &message, region))
+            Failure::Permanent(permanent_error(
+                uri, operation, status, &code, &message, region,
+            ))
         }
         _ => Failure::Permanent(StorageError::S3 {
             uri: uri.to_string(),
@@ -295,7 +309,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(calls, 3);
-        assert!(err.starts_with("s3://b/k: gave up after 3 attempts"), "{err}");
+        assert!(
+            err.starts_with("s3://b/k: gave up after 3 attempts"),
+            "{err}"
+        );
         assert!(err.contains("HTTP 503 SlowDown"), "{err}");
     }
 
@@ -319,11 +336,24 @@ mod tests {
 
     #[test]
     fn permanent_codes_map_to_clear_errors() {
-        let no_bucket = permanent_error("s3://nob/x", Operation::List, 404, "NoSuchBucket", "", None);
-        assert!(no_bucket.to_string().contains("bucket 'nob' does not exist"));
+        let no_bucket =
+            permanent_error("s3://nob/x", Operation::List, 404, "NoSuchBucket", "", None);
+        assert!(no_bucket
+            .to_string()
+            .contains("bucket 'nob' does not exist"));
         let denied = permanent_error("s3://b/x", Operation::Get, 403, "AccessDenied", "", None);
         assert!(denied.to_string().contains("s3:GetObject"), "{denied}");
-        let moved = permanent_error("s3://b/x", Operation::List, 301, "PermanentRedirect", "", Some("eu-west-1".into()));
-        assert!(moved.to_string().contains("AWS_REGION=eu-west-1"), "{moved}");
+        let moved = permanent_error(
+            "s3://b/x",
+            Operation::List,
+            301,
+            "PermanentRedirect",
+            "",
+            Some("eu-west-1".into()),
+        );
+        assert!(
+            moved.to_string().contains("AWS_REGION=eu-west-1"),
+            "{moved}"
+        );
     }
 }

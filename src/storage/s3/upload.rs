@@ -64,7 +64,9 @@ fn append_dir_contents<W: Write>(
             builder.append_dir(&name, &path).map_err(io_err(&path))?;
             append_dir_contents(builder, &path, &name)?;
         } else {
-            builder.append_path_with_name(&path, &name).map_err(io_err(&path))?;
+            builder
+                .append_path_with_name(&path, &name)
+                .map_err(io_err(&path))?;
         }
     }
     Ok(())
@@ -79,7 +81,10 @@ pub fn upload_outputs(
 ) -> Result<(), StorageError> {
     let uri = S3Uri::parse(output_uri)?;
     let prefix = uri.folder_prefix();
-    for (dir, name) in [(output_data_dir, "output.tar.gz"), (model_dir, "model.tar.gz")] {
+    for (dir, name) in [
+        (output_data_dir, "output.tar.gz"),
+        (model_dir, "model.tar.gz"),
+    ] {
         let mut staged = tempfile::tempfile().map_err(|source| StorageError::Io {
             path: std::env::temp_dir().display().to_string(),
             source,
@@ -87,7 +92,13 @@ pub fn upload_outputs(
         write_tarball(dir, &mut staged)?;
         let key = format!("{prefix}{name}");
         let target = uri.with_key(&key);
-        context.block_on(upload_file(context, Arc::new(staged), &uri.bucket, &key, &target))?;
+        context.block_on(upload_file(
+            context,
+            Arc::new(staged),
+            &uri.bucket,
+            &key,
+            &target,
+        ))?;
         tracing::info!(uri = target, "uploaded");
     }
     Ok(())
@@ -118,7 +129,11 @@ async fn upload_file(
                 .content_type("application/gzip")
                 .body(ByteStream::from(body.clone()));
             async move {
-                request.send().await.map(|_| ()).map_err(|err| classify(err, uri, Operation::Put))
+                request
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|err| classify(err, uri, Operation::Put))
             }
         })
         .await;
@@ -131,7 +146,10 @@ async fn upload_file(
             .content_type("application/gzip")
             .checksum_algorithm(ChecksumAlgorithm::Crc32);
         async move {
-            let created = request.send().await.map_err(|err| classify(err, uri, Operation::Put))?;
+            let created = request
+                .send()
+                .await
+                .map_err(|err| classify(err, uri, Operation::Put))?;
             created.upload_id().map(str::to_string).ok_or_else(|| {
                 Failure::Permanent(StorageError::S3 {
                     uri: uri.to_string(),
@@ -145,9 +163,17 @@ async fn upload_file(
     if result.is_err() {
         // Best effort: an unaborted upload stays invisible but keeps its parts billed until
         // a lifecycle rule removes it.
-        let abort = client.abort_multipart_upload().bucket(bucket).key(key).upload_id(&upload_id);
+        let abort = client
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(&upload_id);
         if let Err(err) = abort.send().await {
-            tracing::warn!(uri, "could not abort the multipart upload: {}", super::retry::error_chain(&err));
+            tracing::warn!(
+                uri,
+                "could not abort the multipart upload: {}",
+                super::retry::error_chain(&err)
+            );
         }
     }
     result
@@ -178,7 +204,12 @@ async fn upload_parts(
                 context.client.clone(),
                 context.options.retry.clone(),
                 Arc::clone(&file),
-                (bucket.to_string(), key.to_string(), uri.to_string(), upload_id.to_string()),
+                (
+                    bucket.to_string(),
+                    key.to_string(),
+                    uri.to_string(),
+                    upload_id.to_string(),
+                ),
                 number,
                 offset,
                 length,
@@ -198,7 +229,9 @@ async fn upload_parts(
         }
     }
     parts.sort_by_key(|part| part.part_number());
-    let completed = CompletedMultipartUpload::builder().set_parts(Some(parts)).build();
+    let completed = CompletedMultipartUpload::builder()
+        .set_parts(Some(parts))
+        .build();
     let client = &context.client;
     with_retry(&context.options.retry, uri, || {
         let request = client
@@ -207,7 +240,13 @@ async fn upload_parts(
             .key(key)
             .upload_id(upload_id)
             .multipart_upload(completed.clone());
-        async move { request.send().await.map(|_| ()).map_err(|err| classify(err, uri, Operation::Put)) }
+        async move {
+            request
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|err| classify(err, uri, Operation::Put))
+        }
     })
     .await
 }
@@ -225,7 +264,9 @@ async fn upload_part(
         let file = Arc::clone(&file);
         tokio::task::spawn_blocking(move || read_range(&file, offset, length))
             .await
-            .map_err(|join| StorageError::Other(format!("{uri}: reading part {number} failed: {join}")))?
+            .map_err(|join| {
+                StorageError::Other(format!("{uri}: reading part {number} failed: {join}"))
+            })?
             .map_err(|source| StorageError::Io {
                 path: format!("staged copy of {uri}"),
                 source,
@@ -242,7 +283,10 @@ async fn upload_part(
             .body(ByteStream::from(body.clone()));
         let uri = &uri;
         async move {
-            let part = request.send().await.map_err(|err| classify(err, uri, Operation::Put))?;
+            let part = request
+                .send()
+                .await
+                .map_err(|err| classify(err, uri, Operation::Put))?;
             Ok(CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(part.e_tag().map(str::to_string))

@@ -30,9 +30,12 @@ impl S3Uri {
         }
         // Bucket names are 3-63 of [a-z0-9.-]; reject obvious typos (spaces, uppercase, `?`)
         // early instead of sending them to the service.
-        let valid_bucket_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-._".contains(c);
+        let valid_bucket_char =
+            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-._".contains(c);
         if !bucket.chars().all(valid_bucket_char) {
-            return Err(bad("the bucket name may only hold lowercase letters, digits, '.', '-' and '_'"));
+            return Err(bad(
+                "the bucket name may only hold lowercase letters, digits, '.', '-' and '_'",
+            ));
         }
         Ok(Self {
             bucket: bucket.to_string(),
@@ -75,9 +78,9 @@ pub fn is_data_key(prefix: &str, key: &str) -> bool {
         return false;
     }
     let relative = key.strip_prefix(prefix).unwrap_or(key);
-    !relative.split('/').any(|part| {
-        part.starts_with('.') || part.starts_with('_') || part.ends_with("_$folder$")
-    })
+    !relative
+        .split('/')
+        .any(|part| part.starts_with('.') || part.starts_with('_') || part.ends_with("_$folder$"))
 }
 
 /// The local relative path for `key` listed under `prefix`, or an error when it would land
@@ -123,7 +126,13 @@ mod tests {
 
     #[test]
     fn rejects_malformed_uris_with_the_uri_in_the_message() {
-        for bad in ["/local/path", "s3://", "s3:///key", "s3://My Bucket/k", "https://b/k"] {
+        for bad in [
+            "/local/path",
+            "s3://",
+            "s3:///key",
+            "s3://My Bucket/k",
+            "https://b/k",
+        ] {
             let err = S3Uri::parse(bad).unwrap_err().to_string();
             assert!(err.contains(bad), "{err}");
         }
@@ -147,9 +156,14 @@ mod tests {
     fn relative_paths_never_escape() {
         let ok = safe_relative_path("s3://b/m/", "m/", "m/sub/config.json").unwrap();
         assert_eq!(ok, PathBuf::from("sub/config.json"));
-        assert_eq!(safe_relative_path("u", "m/", "m/a//b").unwrap(), PathBuf::from("a/b"));
+        assert_eq!(
+            safe_relative_path("u", "m/", "m/a//b").unwrap(),
+            PathBuf::from("a/b")
+        );
         for key in ["m/../x", "m/a/../../x", "m//etc/passwd", "m/..", "m/"] {
-            let err = safe_relative_path("s3://b/m/", "m/", key).unwrap_err().to_string();
+            let err = safe_relative_path("s3://b/m/", "m/", key)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(key), "{key}: {err}");
         }
     }
