@@ -69,6 +69,7 @@ impl FineTuneError {
             FineTuneError::Tokenize(e) => !matches!(e, TokenizeError::Io { .. }),
             FineTuneError::Device(_) | FineTuneError::Precision(_) => true,
             FineTuneError::Train(e) => matches!(e, TrainError::UnknownMetric { .. }),
+            FineTuneError::Storage(e) => e.is_bad_input(),
             _ => false,
         }
     }

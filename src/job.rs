@@ -56,10 +56,8 @@ impl JobError {
             JobError::Contract(_) | JobError::Hyperparameter(_) | JobError::Channels(_) => {
                 EXIT_BAD_INPUT
             }
-            JobError::Data(DataError::Storage(e)) => match e {
-                StorageError::MissingDir { .. } | StorageError::Empty { .. } => EXIT_BAD_INPUT,
-                StorageError::Io { .. } | StorageError::Other(_) => EXIT_RUNTIME,
-            },
+            JobError::Data(DataError::Storage(e)) if e.is_bad_input() => EXIT_BAD_INPUT,
+            JobError::Data(DataError::Storage(_)) => EXIT_RUNTIME,
             JobError::Data(DataError::Read { .. }) => EXIT_RUNTIME,
             JobError::Data(_) => EXIT_BAD_INPUT,
             JobError::FineTune(e) if e.is_bad_input() => EXIT_BAD_INPUT,
