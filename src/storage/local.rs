@@ -5,7 +5,7 @@
 //! skipped; other files are skipped with a warning; symlinked folders are not followed (no loops),
 //! symlinked files are. Files are opened one at a time, when the reader asks for them.
 
-use super::{is_data_file_name, is_hidden_name, InputObject, ObjectStream, StorageError};
+use super::{is_data_file_name, is_hidden_name, open_file_object, ObjectStream, StorageError};
 use std::path::{Path, PathBuf};
 
 /// The data files of `channel` at `location` (a directory, or a single file taken as is).
@@ -92,15 +92,7 @@ impl ObjectStream for LocalFiles {
         let Some(path) = self.files.next() else {
             return Ok(None);
         };
-        let file = std::fs::File::open(&path).map_err(|source| StorageError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Ok(Some(InputObject {
-            name: path.display().to_string(),
-            reader: Box::new(std::io::BufReader::new(file)),
-            concatenated: false,
-        }))
+        open_file_object(&path, false).map(Some)
     }
 }
 

@@ -62,6 +62,22 @@ pub enum StorageError {
     MissingFifo { channel: String, path: String },
 }
 
+/// Opens a local file or FIFO as one object, named by its path.
+pub(crate) fn open_file_object(
+    path: &std::path::Path,
+    concatenated: bool,
+) -> Result<InputObject, StorageError> {
+    let file = std::fs::File::open(path).map_err(|source| StorageError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(InputObject {
+        name: path.display().to_string(),
+        reader: Box::new(std::io::BufReader::new(file)),
+        concatenated,
+    })
+}
+
 impl StorageError {
     /// True when the user named something that is not there or not allowed (exit status 2);
     /// false for I/O and service failures, which a rerun may not repeat.

@@ -6,7 +6,7 @@
 //! the writer side is open) and yielded exactly once; epochs after the first are not read (the
 //! caller keeps the rows).
 
-use super::{InputObject, ObjectStream, StorageError};
+use super::{open_file_object, ObjectStream, StorageError};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -57,15 +57,7 @@ impl ObjectStream for PipeStream {
         let Some(path) = self.fifo.take() else {
             return Ok(None);
         };
-        let file = std::fs::File::open(&path).map_err(|source| StorageError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Ok(Some(InputObject {
-            name: path.display().to_string(),
-            reader: Box::new(file),
-            concatenated: true,
-        }))
+        open_file_object(&path, true).map(Some)
     }
 }
 
