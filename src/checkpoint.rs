@@ -116,7 +116,10 @@ pub enum CheckpointError {
     Optimizer(#[from] OptimError),
 }
 
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CheckpointError + 'a {
+fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> CheckpointError + 'a {
     move |source| CheckpointError::Io {
         action,
         path: path.display().to_string(),
@@ -276,7 +279,10 @@ impl Fingerprint {
             self.format_version.to_string(),
             job.format_version.to_string(),
         );
-        let short = |h: &Option<String>| h.as_deref().map_or("none".into(), |h| h[..h.len().min(12)].to_string());
+        let short = |h: &Option<String>| {
+            h.as_deref()
+                .map_or("none".into(), |h| h[..h.len().min(12)].to_string())
+        };
         cmp(
             "model.config_sha256",
             short(&self.model.config_sha256),
@@ -296,11 +302,18 @@ impl Fingerprint {
             let only = |a: &[String], b: &[String]| -> Vec<String> {
                 a.iter().filter(|l| !b.contains(l)).cloned().collect()
             };
-            let (gone, new) = (only(&self.labels, &job.labels), only(&job.labels, &self.labels));
+            let (gone, new) = (
+                only(&self.labels, &job.labels),
+                only(&job.labels, &self.labels),
+            );
             let detail = if gone.is_empty() && new.is_empty() {
                 "same names in another order".to_string()
             } else {
-                format!("only in checkpoint [{}], only in this job [{}]", gone.join(", "), new.join(", "))
+                format!(
+                    "only in checkpoint [{}], only in this job [{}]",
+                    gone.join(", "),
+                    new.join(", ")
+                )
             };
             out.push(format!(
                 "labels: checkpoint {} classes, this job {} ({detail})",
@@ -339,7 +352,9 @@ impl Fingerprint {
             .chain(job.hyperparameters.keys())
             .collect();
         for key in keys {
-            let get = |m: &BTreeMap<String, String>| m.get(key).cloned().unwrap_or_else(|| "unset".into());
+            let get = |m: &BTreeMap<String, String>| {
+                m.get(key).cloned().unwrap_or_else(|| "unset".into())
+            };
             cmp(
                 &format!("hyperparameters.{key}"),
                 get(&self.hyperparameters),
@@ -542,7 +557,10 @@ impl CheckpointHook {
             let path = tmp.join(BEST_WEIGHTS_FILE);
             let mut tensors = Vec::with_capacity(best.len());
             for (name, t) in best {
-                tensors.push((name.clone(), HostTensor::from_tensor(t).map_err(torch_err(&path))?));
+                tensors.push((
+                    name.clone(),
+                    HostTensor::from_tensor(t).map_err(torch_err(&path))?,
+                ));
             }
             write_safetensors(&path, tensors, BTreeMap::new())?;
             record(BEST_WEIGHTS_FILE)?;
@@ -668,11 +686,20 @@ impl StateFile {
         state.best_metric = exact.best_metric.map(f64::from_bits);
         state.loss_scale = exact.loss_scale.map(f64::from_bits);
         if exact.history.len() != state.history.len() {
-            return Err(corrupt(path, "history and its exact values disagree in length"));
+            return Err(corrupt(
+                path,
+                "history and its exact values disagree in length",
+            ));
         }
         for (record, bits) in state.history.iter_mut().zip(&exact.history) {
             restore_record(record, bits).ok_or_else(|| {
-                corrupt(path, format!("history record at step {} has the wrong number of exact values", record.step))
+                corrupt(
+                    path,
+                    format!(
+                        "history record at step {} has the wrong number of exact values",
+                        record.step
+                    ),
+                )
             })?;
         }
         Ok(state)
@@ -738,8 +765,9 @@ impl HostTensor {
         let _guard = tch::no_grad_guard();
         let host = t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()?;
         let kind = host.f_kind()?;
-        let dtype = kind_to_dtype(kind)
-            .ok_or_else(|| TchError::Convert(format!("cannot checkpoint tensors of kind {kind:?}")))?;
+        let dtype = kind_to_dtype(kind).ok_or_else(|| {
+            TchError::Convert(format!("cannot checkpoint tensors of kind {kind:?}"))
+        })?;
         let numel = host.numel();
         let mut bytes = vec![0u8; numel * kind.elt_size_in_bytes()];
         host.f_copy_data_u8(&mut bytes, numel)?;
@@ -807,15 +835,13 @@ fn write_safetensors(
     let mut metadata: HashMap<String, String> = extra.into_iter().collect();
     metadata.insert("format".into(), "pt".into());
     let views = tensors.iter().map(|(n, t)| (n.as_str(), t));
-    safetensors::tensor::serialize_to_file(views, Some(metadata), path).map_err(|e| {
-        match e {
-            safetensors::SafeTensorError::IoError(source) => CheckpointError::Io {
-                action: "write",
-                path: path.display().to_string(),
-                source,
-            },
-            other => corrupt(path, format!("cannot serialise tensors: {other}")),
-        }
+    safetensors::tensor::serialize_to_file(views, Some(metadata), path).map_err(|e| match e {
+        safetensors::SafeTensorError::IoError(source) => CheckpointError::Io {
+            action: "write",
+            path: path.display().to_string(),
+            source,
+        },
+        other => corrupt(path, format!("cannot serialise tensors: {other}")),
     })?;
     fs::File::open(path)
         .and_then(|f| f.sync_all())
@@ -833,8 +859,12 @@ fn read_safetensors(
     let metadata = header.metadata().clone().unwrap_or_default();
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
-        let kind = dtype_to_kind(view.dtype())
-            .ok_or_else(|| corrupt(path, format!("tensor `{name}` has unsupported dtype {:?}", view.dtype())))?;
+        let kind = dtype_to_kind(view.dtype()).ok_or_else(|| {
+            corrupt(
+                path,
+                format!("tensor `{name}` has unsupported dtype {:?}", view.dtype()),
+            )
+        })?;
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let t = Tensor::f_from_data_size(view.data(), &shape, kind).map_err(torch_err(path))?;
         out.push((name, t));
@@ -924,7 +954,12 @@ fn incomplete_reason(path: &Path) -> Option<String> {
     for (name, size) in &manifest.files {
         match fs::metadata(path.join(name)) {
             Ok(m) if m.len() == *size => {}
-            Ok(m) => return Some(format!("{name} has {} bytes, the manifest says {size}", m.len())),
+            Ok(m) => {
+                return Some(format!(
+                    "{name} has {} bytes, the manifest says {size}",
+                    m.len()
+                ))
+            }
             Err(e) => return Some(format!("{name}: {e}")),
         }
     }
@@ -991,7 +1026,10 @@ pub fn find_resume(
     if state.global_step != step {
         return Err(corrupt(
             &path,
-            format!("trainer state is at step {}, the folder name says {step}", state.global_step),
+            format!(
+                "trainer state is at step {}, the folder name says {step}",
+                state.global_step
+            ),
         ));
     }
     let optimizer = read_optimizer(&path.join(OPTIMIZER_FILE))?;
@@ -1102,7 +1140,11 @@ fn preview(names: &[&str]) -> String {
     let shown: Vec<&str> = names.iter().take(5).copied().collect();
     let more = names.len().saturating_sub(shown.len());
     if more > 0 {
-        format!("{} tensors: {} and {more} more", names.len(), shown.join(", "))
+        format!(
+            "{} tensors: {} and {more} more",
+            names.len(),
+            shown.join(", ")
+        )
     } else {
         format!("{} tensor(s): {}", names.len(), shown.join(", "))
     }
@@ -1181,10 +1223,19 @@ mod tests {
         let text = serde_json::to_string(&StateFile::new(&state, SaveReason::Scheduled)).unwrap();
         let back: StateFile = serde_json::from_str(&text).unwrap();
         let back = back.into_state(Path::new("x")).unwrap();
-        assert_eq!(back.train_loss_sum.to_bits(), state.train_loss_sum.to_bits());
-        assert_eq!(back.history[0].epoch.to_bits(), state.history[0].epoch.to_bits());
+        assert_eq!(
+            back.train_loss_sum.to_bits(),
+            state.train_loss_sum.to_bits()
+        );
+        assert_eq!(
+            back.history[0].epoch.to_bits(),
+            state.history[0].epoch.to_bits()
+        );
         assert!(back.history[0].metrics[0].1.is_nan());
         assert_eq!(back.best_metric, state.best_metric);
-        assert_eq!((back.epoch, back.batch_in_epoch, back.scale_growth), (1, 3, 7));
+        assert_eq!(
+            (back.epoch, back.batch_in_epoch, back.scale_growth),
+            (1, 3, 7)
+        );
     }
 }

@@ -16,9 +16,7 @@ use txcat::checkpoint::{
 use txcat::hyperparams::{Hyperparameters, ResumePolicy, SaveStrategy};
 use txcat::model::ClassifierModel;
 use txcat::tokenize::batch::TokenizedSet;
-use txcat::train::{
-    fit, FitOptions, HookAction, StepContext, StepHook, StopReason, TrainOutcome,
-};
+use txcat::train::{fit, FitOptions, HookAction, StepContext, StepHook, StopReason, TrainOutcome};
 
 const VOCAB: i64 = 64;
 const CLASSES: usize = 4;
@@ -54,7 +52,12 @@ impl Tiny {
             vec![16],
             Default::default(),
         );
-        let classifier = nn::linear(root.sub("classifier"), 16, classes as i64, Default::default());
+        let classifier = nn::linear(
+            root.sub("classifier"),
+            16,
+            classes as i64,
+            Default::default(),
+        );
         Self {
             vs,
             emb,
@@ -76,7 +79,13 @@ impl Tiny {
 }
 
 impl ClassifierModel for Tiny {
-    fn forward_t(&self, ids: &Tensor, mask: &Tensor, _types: Option<&Tensor>, train: bool) -> Tensor {
+    fn forward_t(
+        &self,
+        ids: &Tensor,
+        mask: &Tensor,
+        _types: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
         // ids, mask [b, s] -> [b, s, 16] -> masked mean [b, 16] -> logits [b, classes]
         let m = mask.to_kind(Kind::Float).unsqueeze(-1);
         let pooled = (self.emb.forward(ids) * &m).sum_dim_intlist(1, false, Kind::Float)
@@ -170,7 +179,13 @@ fn hook(dir: &Path, hp: &Hyperparameters, job: &Job) -> CheckpointHook {
     .unwrap()
 }
 
-fn run(model: &mut Tiny, job: &Job, hp: &Hyperparameters, opts: FitOptions, hook: &mut dyn StepHook) -> TrainOutcome {
+fn run(
+    model: &mut Tiny,
+    job: &Job,
+    hp: &Hyperparameters,
+    opts: FitOptions,
+    hook: &mut dyn StepHook,
+) -> TrainOutcome {
     fit(model, &job.train, &job.eval, hp, opts, hook).unwrap()
 }
 
@@ -262,7 +277,11 @@ fn interrupted_run_resumes_to_the_same_weights_and_metrics() {
         first_hook.inner.last_saved(),
         Some(dir.path().join("checkpoint-13").as_path())
     );
-    assert_eq!(checkpoint_steps(dir.path()), vec![10, 13], "limit 2 keeps the newest two");
+    assert_eq!(
+        checkpoint_steps(dir.path()),
+        vec![10, 13],
+        "limit 2 keeps the newest two"
+    );
 
     // Resume into a model initialised differently: everything must come from the checkpoint.
     let resumable = find_resume(dir.path(), &job.fingerprint, ResumePolicy::Auto)
@@ -270,12 +289,19 @@ fn interrupted_run_resumes_to_the_same_weights_and_metrics() {
         .expect("a checkpoint to resume");
     assert_eq!(resumable.step, 13);
     assert_eq!(
-        (resumable.point.state.epoch, resumable.point.state.batch_in_epoch),
+        (
+            resumable.point.state.epoch,
+            resumable.point.state.batch_in_epoch
+        ),
         (0, 13)
     );
     let mut resumed = Tiny::new(99, CLASSES);
     load_weights(resumed.var_store(), &resumable.weights).unwrap();
-    assert_same_weights(&first, &resumed, "loaded weights differ from the interrupted model");
+    assert_same_weights(
+        &first,
+        &resumed,
+        "loaded weights differ from the interrupted model",
+    );
     let mut second_hook = hook(dir.path(), &hp, &job);
     let resumed_out = run(
         &mut resumed,
@@ -354,7 +380,13 @@ fn incompatible_checkpoint_names_every_differing_field() {
     let job = job(&hp);
     let dir = tempfile::tempdir().unwrap();
     let mut model = Tiny::new(3, CLASSES);
-    run(&mut model, &job, &hp, opts(), &mut hook(dir.path(), &hp, &job));
+    run(
+        &mut model,
+        &job,
+        &hp,
+        opts(),
+        &mut hook(dir.path(), &hp, &job),
+    );
     assert_eq!(checkpoint_steps(dir.path()), vec![5]);
 
     let other_hp = Hyperparameters {
@@ -375,7 +407,10 @@ fn incompatible_checkpoint_names_every_differing_field() {
     other.labels.push("CLASS_NEW".into());
     let err = find_resume(dir.path(), &other, ResumePolicy::Auto).unwrap_err();
     let text = err.to_string();
-    assert!(matches!(err, CheckpointError::Incompatible { .. }), "{text}");
+    assert!(
+        matches!(err, CheckpointError::Incompatible { .. }),
+        "{text}"
+    );
     for needle in [
         "hyperparameters.learning_rate: checkpoint 0.05, this job 0.03",
         "hyperparameters.seed: checkpoint 7, this job 8",
@@ -394,9 +429,11 @@ fn incompatible_checkpoint_names_every_differing_field() {
     assert!(find_resume(dir.path(), &other, ResumePolicy::Never)
         .unwrap()
         .is_none());
-    assert!(find_resume(dir.path(), &job.fingerprint, ResumePolicy::Auto)
-        .unwrap()
-        .is_some());
+    assert!(
+        find_resume(dir.path(), &job.fingerprint, ResumePolicy::Auto)
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[test]
@@ -410,7 +447,13 @@ fn torn_and_incomplete_checkpoints_are_skipped() {
     let job = job(&hp);
     let dir = tempfile::tempdir().unwrap();
     let mut model = Tiny::new(3, CLASSES);
-    run(&mut model, &job, &hp, opts(), &mut hook(dir.path(), &hp, &job));
+    run(
+        &mut model,
+        &job,
+        &hp,
+        opts(),
+        &mut hook(dir.path(), &hp, &job),
+    );
     assert_eq!(checkpoint_steps(dir.path()), vec![5, 10]);
 
     // A write killed half-way, a newer folder with no manifest (torn S3 sync), and a newest one
@@ -459,13 +502,18 @@ fn resume_must_without_checkpoint_is_an_error_and_auto_starts_fresh() {
     let err = find_resume(&missing, &job.fingerprint, ResumePolicy::Must).unwrap_err();
     assert!(matches!(err, CheckpointError::NothingToResume { .. }));
     let text = err.to_string();
-    assert!(text.contains("resume=must") && text.contains("never-created"), "{text}");
+    assert!(
+        text.contains("resume=must") && text.contains("never-created"),
+        "{text}"
+    );
     assert!(find_resume(&missing, &job.fingerprint, ResumePolicy::Auto)
         .unwrap()
         .is_none());
-    assert!(find_resume(dir.path(), &job.fingerprint, ResumePolicy::Auto)
-        .unwrap()
-        .is_none());
+    assert!(
+        find_resume(dir.path(), &job.fingerprint, ResumePolicy::Auto)
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]
@@ -478,12 +526,23 @@ fn weights_of_another_shape_are_refused_by_name() {
     let job = job(&hp);
     let dir = tempfile::tempdir().unwrap();
     let mut model = Tiny::new(3, CLASSES);
-    run(&mut model, &job, &hp, opts(), &mut hook(dir.path(), &hp, &job));
+    run(
+        &mut model,
+        &job,
+        &hp,
+        opts(),
+        &mut hook(dir.path(), &hp, &job),
+    );
     let weights = dir.path().join("checkpoint-5/model.safetensors");
     let wider = Tiny::new(3, CLASSES + 1);
     let before = wider.weights();
-    let err = load_weights(wider.var_store(), &weights).unwrap_err().to_string();
-    assert!(err.contains("classifier.") && err.contains("shape"), "{err}");
+    let err = load_weights(wider.var_store(), &weights)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("classifier.") && err.contains("shape"),
+        "{err}"
+    );
     // Nothing was copied: the check runs before any variable changes.
     for ((n, x), (_, y)) in before.iter().zip(wider.weights().iter()) {
         assert!(x.equal(y), "{n} changed by a refused load");

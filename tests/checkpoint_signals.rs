@@ -23,7 +23,10 @@ fn child_entry() {
     };
     let flag = txcat::signals::install().expect("install");
     let again = txcat::signals::install().expect("install twice");
-    assert!(std::sync::Arc::ptr_eq(&flag, &again), "one flag per process");
+    assert!(
+        std::sync::Arc::ptr_eq(&flag, &again),
+        "one flag per process"
+    );
     assert!(!flag.load(std::sync::atomic::Ordering::SeqCst));
     assert_eq!(txcat::signals::received(), None);
     let signal = match scenario.as_str() {
@@ -32,7 +35,10 @@ fn child_entry() {
     };
     signal_hook::low_level::raise(signal).expect("raise");
     assert!(flag.load(std::sync::atomic::Ordering::SeqCst), "flag set");
-    println!("CHILD first={}", txcat::signals::received().unwrap_or("none"));
+    println!(
+        "CHILD first={}",
+        txcat::signals::received().unwrap_or("none")
+    );
     if scenario.ends_with("twice") {
         signal_hook::low_level::raise(signal).expect("raise");
         println!("CHILD survived a second signal");
@@ -44,7 +50,11 @@ fn first_signal_sets_the_flag_and_the_process_goes_on() {
     for (scenario, name) in [("term-once", "SIGTERM"), ("int-once", "SIGINT")] {
         let out = run_child(scenario);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{scenario}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{scenario}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(stdout.contains(&format!("CHILD first={name}")), "{stdout}");
     }
 }
