@@ -393,7 +393,9 @@ impl SavePolicy {
             SaveStrategy::No => false,
             SaveStrategy::Epoch => epoch_end || step >= total_steps,
             SaveStrategy::Steps => {
-                self.save_steps.is_some_and(|n| n > 0 && step % n == 0) || step >= total_steps
+                self.save_steps
+                    .is_some_and(|n| n > 0 && step.is_multiple_of(n))
+                    || step >= total_steps
             }
         }
     }
@@ -848,10 +850,11 @@ fn write_safetensors(
         .map_err(io_err("sync", path))
 }
 
+/// Named CPU tensors and the file's string metadata.
+type TensorsAndMetadata = (Vec<(String, Tensor)>, HashMap<String, String>);
+
 /// Reads a safetensors file into CPU tensors plus its metadata.
-fn read_safetensors(
-    path: &Path,
-) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>), CheckpointError> {
+fn read_safetensors(path: &Path) -> Result<TensorsAndMetadata, CheckpointError> {
     let bytes = fs::read(path).map_err(io_err("read", path))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(path, e.to_string()))?;
     let (_, header) =
@@ -902,7 +905,7 @@ fn list_checkpoints(dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointError> 
             }
         }
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|c| std::cmp::Reverse(c.0));
     Ok(out)
 }
 
