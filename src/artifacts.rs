@@ -110,7 +110,11 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), Art
 fn remove_stale_staging(dir: &Path) -> Result<(), ArtifactError> {
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
         let entry = entry.map_err(io_err(dir))?;
-        if entry.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(STAGING_PREFIX)
+        {
             let path = entry.path();
             tracing::warn!(path = %path.display(), "removing staging folder left by an interrupted run");
             fs::remove_dir_all(&path).map_err(io_err(&path))?;
@@ -185,7 +189,10 @@ mod tests {
         names.sort();
         assert_eq!(names, ["config.json", "keep.txt", "sub"]);
         assert!(!model.join("sub/old.txt").exists());
-        assert_eq!(fs::read_to_string(model.join("sub/new.txt")).unwrap(), "new");
+        assert_eq!(
+            fs::read_to_string(model.join("sub/new.txt")).unwrap(),
+            "new"
+        );
     }
 
     #[test]

@@ -937,12 +937,9 @@ mod tests {
 
     #[test]
     fn every_key_and_alias_is_documented() {
-        let doc = include_str!("../docs/contract.md");
+        let doc = include_str!("../README.md");
         for key in KEYS.iter().chain(ALIASES.iter().map(|(a, _)| a)) {
-            assert!(
-                doc.contains(&format!("`{key}`")),
-                "docs/contract.md lacks `{key}`"
-            );
+            assert!(doc.contains(&format!("`{key}`")), "README.md lacks `{key}`");
         }
     }
 

@@ -15,6 +15,7 @@ use crate::data::csv::{read_channel, BadRowBudget, ChannelRows, Columns};
 use crate::data::labels::LabelMap;
 use crate::data::split::stratified;
 use crate::data::DataError;
+use crate::fine_tune::{self, FineTuneError, FineTuneRequest};
 use crate::hyperparams::{DeviceChoice, HyperparameterError, Hyperparameters, UnseenLabels};
 use crate::sagemaker::{self, ContractError, InputMode, Paths};
 use crate::storage::{self, ObjectStream, StorageError};
@@ -36,8 +37,8 @@ pub enum JobError {
     Data(#[from] DataError),
     #[error("{0}")]
     Channels(String),
-    #[error("training is not built yet in this version of txcat; run with --dry-run to validate configuration and data")]
-    TrainingNotBuilt,
+    #[error(transparent)]
+    FineTune(#[from] FineTuneError),
 }
 
 /// Exit status for input the user must fix (config, hyperparameters, channels, rows).
@@ -55,13 +56,12 @@ impl JobError {
             JobError::Contract(_) | JobError::Hyperparameter(_) | JobError::Channels(_) => {
                 EXIT_BAD_INPUT
             }
-            JobError::Data(DataError::Storage(e)) => match e {
-                StorageError::MissingDir { .. } | StorageError::Empty { .. } => EXIT_BAD_INPUT,
-                StorageError::Io { .. } | StorageError::Other(_) => EXIT_RUNTIME,
-            },
+            JobError::Data(DataError::Storage(e)) if e.is_bad_input() => EXIT_BAD_INPUT,
+            JobError::Data(DataError::Storage(_)) => EXIT_RUNTIME,
             JobError::Data(DataError::Read { .. }) => EXIT_RUNTIME,
             JobError::Data(_) => EXIT_BAD_INPUT,
-            JobError::TrainingNotBuilt => EXIT_RUNTIME,
+            JobError::FineTune(e) if e.is_bad_input() => EXIT_BAD_INPUT,
+            JobError::FineTune(_) => EXIT_RUNTIME,
         }
     }
 }
@@ -556,7 +556,13 @@ pub fn run_train(paths: &Paths, args: &TrainArgs) -> Result<(), JobError> {
         }
         None => tracing::info!("no resourceconfig.json; assuming a single host"),
     }
+    let read_started = std::time::Instant::now();
     let data = prepare(paths, &hp, &args.channels)?;
+    let read_seconds = read_started.elapsed().as_secs_f64();
+    tracing::info!(
+        "read rows={}; seconds={read_seconds:.3};",
+        data.train.len() + data.eval.len()
+    );
     if args.dry_run {
         print!(
             "{}",
@@ -564,7 +570,20 @@ pub fn run_train(paths: &Paths, args: &TrainArgs) -> Result<(), JobError> {
         );
         return Ok(());
     }
-    Err(JobError::TrainingNotBuilt)
+    let outcome = fine_tune::run(FineTuneRequest {
+        paths,
+        hp: &hp,
+        data: &data,
+        read_seconds,
+        stop: None,
+        checkpoints: None,
+    })?;
+    tracing::info!(
+        stop_reason = ?outcome.stop_reason,
+        steps = outcome.state.global_step,
+        "training finished"
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod artifacts;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod fine_tune;
 pub mod hyperparams;
 pub mod job;
 pub mod metrics;

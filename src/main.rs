@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use txcat::cli::{Cli, Command};
 use txcat::job::{self, JobError, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_RUNTIME};
+use txcat::predict::PredictError;
 use txcat::sagemaker::{self, Paths};
 
 /// Where the last panic happened, recorded by the panic hook for the failure reason.
@@ -55,9 +56,7 @@ fn main() -> ExitCode {
         Ok(Err(error)) => {
             let chain = error_chain(&error);
             tracing::error!("{chain}");
-            let code = error
-                .downcast_ref::<JobError>()
-                .map_or(EXIT_RUNTIME, JobError::exit_code);
+            let code = exit_code(&error);
             (chain, code)
         }
         Err(_) => {
@@ -87,7 +86,7 @@ fn run(command: Command, paths: &Paths) -> anyhow::Result<()> {
             }
             job::run_train(paths, &args)?
         }
-        Command::Predict(_) => anyhow::bail!("txcat predict is not built yet in this version"),
+        Command::Predict(args) => txcat::predict::run(&args)?,
     }
     Ok(())
 }
@@ -107,6 +106,21 @@ fn error_chain(error: &anyhow::Error) -> String {
         text.push_str(&part);
     }
     text
+}
+
+/// The exit status for a failed command: 2 when the user's input is at fault, else 1.
+fn exit_code(error: &anyhow::Error) -> i32 {
+    if let Some(e) = error.downcast_ref::<JobError>() {
+        e.exit_code()
+    } else if let Some(e) = error.downcast_ref::<PredictError>() {
+        if e.is_bad_input() {
+            EXIT_BAD_INPUT
+        } else {
+            EXIT_RUNTIME
+        }
+    } else {
+        EXIT_RUNTIME
+    }
 }
 
 fn first_line(text: &str) -> &str {

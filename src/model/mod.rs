@@ -1,8 +1,26 @@
 //! DistilBERT and BERT sequence classifiers in tch, loaded from and saved to Hugging Face
-//! safetensors with Hugging Face names (TO BE WRITTEN, issue 3).
+//! safetensors with Hugging Face names.
 //!
-//! This file so far pins the trait the training loop drives, so `train` never depends on a
-//! concrete architecture.
+//! - [`resolve_model_dir`] finds the directory a `model_name_or_path` refers to.
+//! - [`SequenceClassifier::load`] reads `config.json` + `model.safetensors` (never pickle),
+//!   checks every tensor name and shape, and gives a missing head the HF initialisation.
+//! - [`SequenceClassifier::save`] writes a directory `AutoModelForSequenceClassification`
+//!   opens as is.
+//!
+//! Invariants: VarStore variable names are exactly the transformers state-dict names (the
+//! optimizer and checkpoints rely on them); master weights stay fp32; logits are fp32.
+
+mod classifier;
+mod config;
+mod error;
+mod layers;
+mod resolve;
+mod weights;
+
+pub use classifier::{LoadReport, SequenceClassifier};
+pub use config::{Activation, EncoderSpec, HeadKind, ModelFamily};
+pub use error::ModelError;
+pub use resolve::resolve_model_dir;
 
 use tch::{nn, Tensor};
 

@@ -20,6 +20,8 @@ pub const ENV_INPUT_CONFIG_DIR: &str = "SM_INPUT_CONFIG_DIR";
 pub const ENV_CHECKPOINT_DIR: &str = "SM_CHECKPOINT_DIR";
 /// Prefix of the per-channel overrides, e.g. `SM_CHANNEL_TRAIN`.
 pub const ENV_CHANNEL_PREFIX: &str = "SM_CHANNEL_";
+/// Folder of models baked into the image (`$TXCAT_MODEL_HOME/<model_name>`).
+pub const ENV_MODEL_HOME: &str = "TXCAT_MODEL_HOME";
 
 /// Every location of the contract, resolved once at start-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +52,8 @@ pub struct Paths {
     pub checkpoint_dir: PathBuf,
     /// `SM_CHANNEL_<NAME>` overrides, keyed by the upper-cased channel name.
     pub channel_overrides: BTreeMap<String, PathBuf>,
+    /// `TXCAT_MODEL_HOME`: models baked into the image, looked up by name.
+    pub model_home: Option<PathBuf>,
 }
 
 impl Paths {
@@ -71,6 +75,7 @@ impl Paths {
             output_dir,
             checkpoint_dir: root.join("checkpoints"),
             channel_overrides: BTreeMap::new(),
+            model_home: None,
             root,
         }
     }
@@ -114,6 +119,7 @@ impl Paths {
         if let Some(dir) = non_empty(ENV_CHECKPOINT_DIR) {
             paths.checkpoint_dir = dir;
         }
+        paths.model_home = non_empty(ENV_MODEL_HOME);
         for (name, value) in all_vars {
             let (Some(name), false) = (name.to_str(), value.is_empty()) else {
                 continue;

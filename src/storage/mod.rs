@@ -40,6 +40,37 @@ pub enum StorageError {
     },
     #[error("{0}")]
     Other(String),
+    #[error("invalid S3 URI '{uri}': {reason}; expected s3://bucket/prefix-or-key")]
+    BadUri { uri: String, reason: String },
+    #[error("{uri}: bucket '{bucket}' does not exist (NoSuchBucket); check the bucket name, AWS_REGION and AWS_ENDPOINT_URL")]
+    NoSuchBucket { uri: String, bucket: String },
+    #[error(
+        "{uri}: no such object (NoSuchKey); check the key, or end the URI with '/' for a prefix"
+    )]
+    NoSuchKey { uri: String },
+    #[error("{uri}: access denied ({operation}); give the job's credentials s3:{action} on it")]
+    AccessDenied {
+        uri: String,
+        operation: String,
+        action: String,
+    },
+    #[error("{uri}: key '{key}' would be written outside the destination directory ('..' or absolute path); remove or rename it")]
+    UnsafeKey { uri: String, key: String },
+    #[error("{uri}: {reason}")]
+    S3 { uri: String, reason: String },
+    #[error("channel '{channel}': Pipe-mode FIFO {path} does not exist; is the channel's TrainingInputMode Pipe?")]
+    MissingFifo { channel: String, path: String },
+}
+
+impl StorageError {
+    /// True when the user named something that is not there or not allowed (exit status 2);
+    /// false for I/O and service failures, which a rerun may not repeat.
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(
+            self,
+            StorageError::Io { .. } | StorageError::Other(_) | StorageError::S3 { .. }
+        )
+    }
 }
 
 pub mod local;

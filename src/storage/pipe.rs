@@ -1,13 +1,81 @@
-//! Pipe-mode channels (TO BE WRITTEN, issue 5). Signature pinned for the job layer.
+//! Pipe-mode channels: SageMaker streams a channel's objects, concatenated, through the FIFO
+//! `/opt/ml/input/data/<channel>_<epoch>`. The FIFO is one [`InputObject`] marked `concatenated`
+//! (so the CSV layer skips the header lines repeated where one file ends and the next begins).
+//!
+//! Invariants: the FIFO is opened lazily by the first `next_object` call (opening blocks until
+//! the writer side is open) and yielded exactly once; epochs after the first are not read (the
+//! caller keeps the rows).
 
-use super::{ObjectStream, StorageError};
-use std::path::Path;
+use super::{InputObject, ObjectStream, StorageError};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long [`open_channel`] waits for a FIFO that does not exist yet.
+pub const DEFAULT_FIFO_WAIT: Duration = Duration::from_secs(10);
 
 /// The FIFO `fifo` (`/opt/ml/input/data/<channel>_<epoch>`) as one concatenated object.
 pub fn open_channel(
     channel: &str,
     fifo: &Path,
 ) -> Result<Box<dyn ObjectStream + Send>, StorageError> {
-    let _ = channel;
-    Err(StorageError::Other(format!("{}: Pipe mode is not supported yet", fifo.display())))
+    open_channel_waiting(channel, fifo, DEFAULT_FIFO_WAIT)
+}
+
+/// [`open_channel`], waiting up to `wait` for the FIFO to appear (SageMaker may create it a
+/// little after the container starts).
+pub fn open_channel_waiting(
+    channel: &str,
+    fifo: &Path,
+    wait: Duration,
+) -> Result<Box<dyn ObjectStream + Send>, StorageError> {
+    let started = Instant::now();
+    while !fifo.exists() {
+        if started.elapsed() >= wait {
+            return Err(StorageError::MissingFifo {
+                channel: channel.to_string(),
+                path: fifo.display().to_string(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Box::new(PipeStream {
+        fifo: Some(fifo.to_path_buf()),
+    }))
+}
+
+/// The FIFO path for `channel` at `epoch` under `data_dir` (`/opt/ml/input/data`).
+pub fn fifo_path(data_dir: &Path, channel: &str, epoch: u32) -> PathBuf {
+    data_dir.join(format!("{channel}_{epoch}"))
+}
+
+struct PipeStream {
+    fifo: Option<PathBuf>,
+}
+
+impl ObjectStream for PipeStream {
+    fn next_object(&mut self) -> Result<Option<InputObject>, StorageError> {
+        let Some(path) = self.fifo.take() else {
+            return Ok(None);
+        };
+        let file = std::fs::File::open(&path).map_err(|source| StorageError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Some(InputObject {
+            name: path.display().to_string(),
+            reader: Box::new(file),
+            concatenated: true,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifo_names_follow_the_contract() {
+        let path = fifo_path(Path::new("/opt/ml/input/data"), "train", 0);
+        assert_eq!(path, PathBuf::from("/opt/ml/input/data/train_0"));
+    }
 }

@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Builds bench/run's table from one run folder and appends it to bench/RESULTS.md.
+
+  collect.py RUN_DIR [--results bench/RESULTS.md] [--no-record] [--note TEXT]
+
+RUN_DIR holds, per implementation NAME in (txcat, recipe, tuned):
+  NAME.measure.json  wall time and peak RSS measured from outside (measure.py), for all three alike;
+  NAME.json          the Python references' own report (reference/common.py);
+  txcat/output/data/metrics.json and txcat.log  what txcat wrote: values are looked up by the key
+                     names in TXCAT_KEYS, first in metrics.json, then as `name=value` in the log;
+  run.json           the run's settings (written by bench/run).
+Ratios are "txcat's advantage": txcat/ref for rates, ref/txcat for times and memory, so a number
+above 1 always means txcat did better; accuracy and macro-F1 show the difference txcat - ref.
+"""
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import sys
+
+# (field, label, better, format); better: "high" or "low" (ratio), "diff" (txcat - ref, scores).
+ROWS = [
+    ("train_samples_per_s", "train samples/s (after warm-up)", "high", "{:.1f}"),
+    ("train_real_tokens_per_s", "real tokens/s", "high", "{:.0f}"),
+    ("train_padded_tokens_per_s", "padded tokens/s", "high", "{:.0f}"),
+    ("padding_efficiency", "padding efficiency (real/padded)", "high", "{:.3f}"),
+    ("preprocess_s", "preprocessing s (CSV+labels+tokenize)", "low", "{:.3f}"),
+    ("preprocess_rows_per_s", "preprocessing rows/s", "high", "{:.0f}"),
+    ("wall_s", "wall time s (end to end)", "low", "{:.1f}"),
+    ("peak_rss_mb", "peak RSS MiB", "low", "{:.0f}"),
+    ("eval_accuracy", "eval accuracy", "diff", "{:.4f}"),
+    ("eval_f1_macro", "eval macro-F1", "diff", "{:.4f}"),
+    ("gpu_peak_mem_mb", "GPU memory peak MiB", "low", "{:.0f}"),
+    ("mfu", "MFU (6·params·real tok/s / peak bf16)", "high", "{:.3f}"),
+]
+
+# Names txcat may use for each field, in metrics.json (any depth; the last list item wins, so a
+# history's final entry is preferred) or as `name=value` in its log.
+TXCAT_KEYS = {
+    "train_samples_per_s": ["train_samples_per_second", "train_samples_per_s", "samples_per_second"],
+    "train_real_tokens_per_s": ["train_real_tokens_per_second", "train_real_tokens_per_s",
+                                "real_tokens_per_second", "train_tokens_per_second"],
+    "train_padded_tokens_per_s": ["train_padded_tokens_per_second", "train_padded_tokens_per_s",
+                                  "padded_tokens_per_second"],
+    "padding_efficiency": ["padding_efficiency", "train_padding_efficiency"],
+    "preprocess_s": ["preprocess_seconds", "preprocess_s", "preprocessing_seconds"],
+    "eval_accuracy": ["eval_accuracy"],
+    "eval_f1_macro": ["eval_f1_macro"],
+    "gpu_peak_mem_mb": ["gpu_peak_memory_mb", "gpu_peak_mem_mb", "cuda_peak_memory_mb"],
+}
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def find_key(obj, names):
+    """Breadth-first search for the first of `names`; lists are scanned last item first."""
+    queue = [obj]
+    while queue:
+        cur = queue.pop(0)
+        if isinstance(cur, dict):
+            for n in names:
+                if isinstance(cur.get(n), (int, float)) and not isinstance(cur.get(n), bool):
+                    return float(cur[n])
+            queue.extend(cur.values())
+        elif isinstance(cur, list):
+            queue.extend(reversed(cur))
+    return None
+
+
+def from_log(text, names):
+    for n in names:
+        hits = re.findall(rf"\b{re.escape(n)}=([-+0-9.eE]+)", text)
+        if hits:
+            try:
+                return float(hits[-1])
+            except ValueError:
+                pass
+    return None
+
+
+def txcat_values(run_dir, ref_for_params):
+    metrics = load(os.path.join(run_dir, "txcat", "output", "data", "metrics.json")) or {}
+    try:
+        with open(os.path.join(run_dir, "txcat.log"), errors="replace") as f:
+            log = f.read()
+    except OSError:
+        log = ""
+    v = {}
+    for field, names in TXCAT_KEYS.items():
+        x = find_key(metrics, names)
+        v[field] = x if x is not None else from_log(log, names)
+    rows = (ref_for_params or {}).get("rows_train", 0) + (ref_for_params or {}).get("rows_eval", 0)
+    if v.get("preprocess_s") and rows:
+        v["preprocess_rows_per_s"] = rows / v["preprocess_s"]
+    # Same model and labels as the references, so their parameter count applies.
+    ref = ref_for_params or {}
+    if ref.get("peak_bf16_flops") and ref.get("params") and v.get("train_real_tokens_per_s"):
+        v["mfu"] = 6 * ref["params"] * v["train_real_tokens_per_s"] / ref["peak_bf16_flops"]
+    return v
+
+
+def machine(refs):
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    gpu = next((r.get("gpu") for r in refs if r and r.get("gpu")), None)
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(f.readline().split()[1])
+            mem = f", {kib / 2**20:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores{mem}"
+    return f"{gpu} ({text})" if gpu else text
+
+
+def fmt(x, pattern):
+    return "n/a" if x is None else pattern.format(x)
+
+
+def ratio(tx, ref, better):
+    if tx is None or ref is None:
+        return "—"
+    if better == "diff":
+        return f"{tx - ref:+.4f}"
+    if tx == 0 or ref == 0:
+        return "—"
+    return f"{(tx / ref if better == 'high' else ref / tx):.2f}x"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("run_dir")
+    p.add_argument("--results", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md"))
+    p.add_argument("--no-record", action="store_true")
+    p.add_argument("--note", default="")
+    a = p.parse_args()
+    run = load(os.path.join(a.run_dir, "run.json")) or {}
+    impls = run.get("impls", ["txcat", "recipe", "tuned"])
+    refs = {name: load(os.path.join(a.run_dir, f"{name}.json")) for name in ("recipe", "tuned") if name in impls}
+    values = {}
+    for name, rep in refs.items():
+        values[name] = dict(rep or {})
+    if "txcat" in impls:
+        values["txcat"] = txcat_values(a.run_dir, next((r for r in refs.values() if r), None))
+    for name in impls:  # Outside measurements replace self-reported wall time and RSS.
+        m = load(os.path.join(a.run_dir, f"{name}.measure.json"))
+        if m:
+            values.setdefault(name, {})
+            values[name]["wall_s"] = m["wall_s"]
+            values[name]["peak_rss_mb"] = m["peak_rss_mb"]
+            values[name]["rc"] = m["rc"]
+    gpu = any(r and r.get("device") == "cuda" for r in refs.values())
+
+    cols = [n for n in ("txcat", "recipe", "tuned") if n in impls]
+    header = ["metric"] + cols
+    if "txcat" in impls:
+        header += [f"txcat vs {r}" for r in cols if r != "txcat"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for field, label, better, pattern in ROWS:
+        if field in ("gpu_peak_mem_mb", "mfu") and not gpu:
+            continue
+        cells = [label] + [fmt(values.get(n, {}).get(field), pattern) for n in cols]
+        if "txcat" in impls:
+            tx = values["txcat"].get(field)
+            cells += [ratio(tx, values.get(r, {}).get(field), better) for r in cols if r != "txcat"]
+        lines.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    any_ref = next((r for r in refs.values() if r), {}) or {}
+    settings = (f"data `{run.get('data', '?')}` ({any_ref.get('rows_train', '?')} train / "
+                f"{any_ref.get('rows_eval', '?')} eval rows, {any_ref.get('num_labels', '?')} labels); "
+                f"model `{run.get('model_name', '?')}` ({any_ref.get('params', '?')} params); "
+                f"epochs {run.get('epochs')}, batch {run.get('batch_size')}, lr {run.get('lr')}, "
+                f"max_length {run.get('max_length')}, seed {run.get('seed')}, threads {run.get('threads')}; "
+                f"precision recipe/tuned: {(refs.get('recipe') or {}).get('precision', '-')}/"
+                f"{(refs.get('tuned') or {}).get('precision', '-')}; "
+                f"torch {any_ref.get('torch', '?')}, transformers {any_ref.get('transformers', '?')}")
+    failed = [f"{n} exited {values[n]['rc']}" for n in cols if values.get(n, {}).get("rc")]
+    block = [f"### {now} — {machine(list(refs.values()))}", "", settings + ".", ""]
+    if failed:
+        block += ["**Failed:** " + ", ".join(failed) + " (its column shows what it left).", ""]
+    if a.note:
+        block += [a.note, ""]
+    block += [table, ""]
+    text = "\n".join(block)
+    print(text)
+    if not a.no_record:
+        new = not os.path.exists(a.results)
+        with open(a.results, "a") as f:
+            if new:
+                f.write("# Benchmark results\n\nAppended by bench/run and bench/gpu.sh; "
+                        "ratios: above 1 means txcat did better; "
+                        "accuracy/F1 columns show txcat minus the reference.\n\n")
+            f.write(text + "\n")
+        print(f"appended to {a.results}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# GPU benchmark: txcat vs the seed recipe vs the tuned recipe on a distilbert-base-sized model and
+# >= 50,000 synthetic rows, in one command, within 8 minutes, on a machine that has PyTorch 2.11.0
+# and transformers preinstalled (its python3) and nothing downloadable.
+#
+# Here (the dev machine), once:   bench/gpu.sh --prepare
+#   builds target/release/txcat and gathers into .dev/gpu-kit/ what the GPU machine lacks: the
+#   binary, the MiniLM tokenizer files (for the random model), and wheels of `datasets` and the
+#   two pure-Python packages it needs (dill, multiprocess), for Python 3.12.
+# There (repo root, with .dev/gpu-kit carried along):   bench/gpu.sh [--rows 50000] [--epochs 1]
+#       [--batch-size 32] [--impls txcat,recipe,tuned]
+#   runs txcat with LD_LIBRARY_PATH pointing at that machine's torch/lib, prints the table plus GPU
+#   memory peak and MFU (6 x params x real tokens/s / peak bf16 FLOP/s by GPU name), appends it to
+#   bench/RESULTS.md there, and copies the table and JSON reports to $OUT when $OUT is set.
+set -euo pipefail
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$BENCH_DIR/.." && pwd)"
+KIT="$REPO/.dev/gpu-kit"
+
+if [ "${1:-}" = --prepare ]; then
+  # shellcheck source=../scripts/lib.sh
+  source "$REPO/scripts/lib.sh"
+  setup_test
+  (cd "$REPO" && cargo build --locked --release --bin txcat)
+  rm -rf "$KIT" && mkdir -p "$KIT/tokenizer" "$KIT/wheels"
+  cp "$REPO/target/release/txcat" "$KIT/txcat"
+  tok="$(minilm_dir)"
+  for f in tokenizer.json tokenizer_config.json vocab.txt special_tokens_map.json; do
+    cp "$tok/$f" "$KIT/tokenizer/"
+  done
+  # Same versions as the dev venv, where the references are tested.
+  pins=()
+  for pkg in datasets dill multiprocess; do
+    pins+=("$pkg==$("$TXCAT_PY" -c "import importlib.metadata as m; print(m.version('$pkg'))")")
+  done
+  "$TXCAT_PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d "$KIT/wheels" "${pins[@]}"
+  du -sh "$KIT" >&2
+  echo "prepared $KIT; on the GPU machine run bench/gpu.sh with .dev/gpu-kit carried along" >&2
+  exit 0
+fi
+
+rows=50000 epochs=1 batch=32 impls="txcat,recipe,tuned"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rows) rows="$2"; shift 2 ;;
+    --epochs) epochs="$2"; shift 2 ;;
+    --batch-size) batch="$2"; shift 2 ;;
+    --impls) impls="$2"; shift 2 ;;
+    *) echo "bench/gpu.sh: unknown option '$1' (see the header of bench/gpu.sh)" >&2; exit 2 ;;
+  esac
+done
+[ -d "$KIT" ] || { echo "bench/gpu.sh: $KIT missing; run bench/gpu.sh --prepare on the dev machine and carry .dev/gpu-kit" >&2; exit 2; }
+start=$(date +%s)
+PY="${BENCH_PY:-python3}"
+"$PY" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device visible"; print("torch", torch.__version__, torch.cuda.get_device_name(0))'
+if ! "$PY" -c 'import datasets' 2>/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/bench-site "$KIT"/wheels/*.whl
+  export PYTHONPATH="/tmp/bench-site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+"$PY" -c 'import datasets, pandas, pyarrow, accelerate, sklearn, transformers as t; print("transformers", t.__version__, "datasets", datasets.__version__, "pyarrow", pyarrow.__version__)'
+torch_lib="$("$PY" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export BENCH_PY="$PY" TXCAT_BIN="$KIT/txcat" BENCH_TOKENIZER_DIR="$KIT/tokenizer"
+# Three runs in 8 minutes: each implementation gets at most 150 s.
+export BENCH_TIMEOUT="${BENCH_TIMEOUT:-150}"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+
+run_dir="$REPO/bench/out/gpu-$(date -u +%Y%m%d-%H%M%S)"
+"$BENCH_DIR/run" --model base --rows "$rows" --epochs "$epochs" --batch-size "$batch" --lr 5e-5 \
+  --threads "$(nproc)" --impls "$impls" --out "$run_dir" \
+  --note "GPU run (bench/gpu.sh): distilbert-base-sized random model, throughput only; accuracy after $epochs epoch(s) of a random-init model is not meaningful."
+echo "bench/gpu.sh: done in $(( $(date +%s) - start )) s" >&2
+if [ -n "${OUT:-}" ]; then
+  cp "$run_dir/table.md" "$OUT/" 2>/dev/null || true
+  for f in recipe.json tuned.json txcat.log recipe.log tuned.log; do
+    [ -f "$run_dir/$f" ] && cp "$run_dir/$f" "$OUT/" || true
+  done
+  [ -f "$run_dir/txcat/output/data/metrics.json" ] && cp "$run_dir/txcat/output/data/metrics.json" "$OUT/txcat-metrics.json" || true
+fi

@@ -1,0 +1,336 @@
+//! Fine-tunes a classifier on prepared data and publishes the results: resolves the pretrained
+//! model, tokenizes every row once, trains, then writes the Hugging Face model directory and the
+//! evaluation reports through staging folders.
+//!
+//! Invariants: nothing reaches `model/` or `output/data/` unless training and every write
+//! succeeded ([`StagedDir`]); the label order is the [`LabelMap`]'s (LabelEncoder order) from data
+//! to `config.json`; `output_uri` uploads happen only after both directories are published.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::json;
+use tch::Device;
+
+use crate::artifacts::{write_json, ArtifactError, StagedDir};
+use crate::data::labels::LabelMap;
+use crate::hyperparams::Hyperparameters;
+use crate::job::{LabelledTexts, PreparedData};
+use crate::metrics::{self, MetricsError};
+use crate::model::{resolve_model_dir, ModelError, SequenceClassifier};
+use crate::sagemaker::Paths;
+use crate::storage::{s3, StorageError};
+use crate::tokenize::batch::{BatchError, TokenizedSet};
+use crate::tokenize::{check_max_length, copy_tokenizer_files, TextEncoder, TokenizeError};
+use crate::train::amp::{resolve_precision, Precision, PrecisionError};
+use crate::train::device::{resolve_device, DeviceError};
+use crate::train::{self, FitOptions, StepHook, StopReason, TrainError, TrainOutcome};
+
+/// The libtorch version this build binds (tch =0.24.0); recorded in `training_args.json`.
+pub const LIBTORCH_VERSION: &str = "2.11.0";
+
+/// Texts tokenized per call: bounds the memory held by unpacked encodings.
+const TOKENIZE_CHUNK: usize = 8192;
+
+/// Why fine-tuning failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FineTuneError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Tokenize(#[from] TokenizeError),
+    #[error("tokenized data: {0}")]
+    Batch(#[from] BatchError),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error(transparent)]
+    Precision(#[from] PrecisionError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error("writing reports: {0}")]
+    Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("cannot create a temporary folder for the model download: {0}")]
+    TempDir(std::io::Error),
+    #[error("training was interrupted by a stop signal at optimizer step {step}{checkpoint}; nothing was written to the model directory; rerun the job to resume")]
+    Interrupted { step: u64, checkpoint: String },
+}
+
+impl FineTuneError {
+    /// True when the user's model files or settings are at fault (exit status 2).
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            FineTuneError::Model(e) => !matches!(e, ModelError::Io { .. }),
+            FineTuneError::Tokenize(e) => !matches!(e, TokenizeError::Io { .. }),
+            FineTuneError::Device(_) | FineTuneError::Precision(_) => true,
+            FineTuneError::Train(e) => matches!(e, TrainError::UnknownMetric { .. }),
+            FineTuneError::Storage(e) => e.is_bad_input(),
+            _ => false,
+        }
+    }
+}
+
+/// What the caller supplies besides the data.
+pub struct FineTuneRequest<'a> {
+    pub paths: &'a Paths,
+    pub hp: &'a Hyperparameters,
+    pub data: &'a PreparedData,
+    /// Seconds spent reading and validating the channels (reported with the run summary).
+    pub read_seconds: f64,
+    /// Set by a SIGTERM/SIGINT handler to stop between steps.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Checkpointing and resume (issue 6); `None` trains from scratch without checkpoints.
+    pub checkpoints: Option<&'a mut dyn CheckpointPlan>,
+}
+
+/// How a run checkpoints and resumes: implemented by the checkpoint layer.
+pub trait CheckpointPlan {
+    /// A resume point for this run, if a compatible checkpoint exists; weights are loaded into
+    /// `model` by the implementation.
+    fn resume(
+        &mut self,
+        model: &mut SequenceClassifier,
+    ) -> Result<Option<train::ResumePoint>, String>;
+    /// The hook that writes checkpoints while training.
+    fn hook(&mut self) -> &mut dyn StepHook;
+    /// Where the newest checkpoint lives, for messages.
+    fn latest(&self) -> Option<PathBuf>;
+}
+
+/// The model directory a run starts from: downloaded from S3 into a temporary folder when
+/// `model_name_or_path` is an `s3://` URI (the folder lives as long as this value).
+pub struct SourceModel {
+    pub dir: PathBuf,
+    _download: Option<tempfile::TempDir>,
+}
+
+/// Finds (or downloads) the pretrained model named by the hyperparameters.
+pub fn source_model(paths: &Paths, hp: &Hyperparameters) -> Result<SourceModel, FineTuneError> {
+    let name = hp.model_name_or_path.as_str();
+    if name.starts_with("s3://") {
+        let tmp = tempfile::Builder::new()
+            .prefix("txcat-model-")
+            .tempdir()
+            .map_err(FineTuneError::TempDir)?;
+        tracing::info!(uri = name, dest = %tmp.path().display(), "downloading the model from S3");
+        s3::download_prefix(name, tmp.path())?;
+        return Ok(SourceModel {
+            dir: tmp.path().to_path_buf(),
+            _download: Some(tmp),
+        });
+    }
+    let channel = paths.channel_dir("model");
+    let channel = channel.is_dir().then_some(channel);
+    let dir = resolve_model_dir(name, channel.as_deref(), paths.model_home.as_deref())?;
+    Ok(SourceModel {
+        dir,
+        _download: None,
+    })
+}
+
+/// Tokenizes `texts` once into compact storage (parallel inside the tokenizer).
+pub fn tokenize_texts(
+    encoder: &TextEncoder,
+    texts: &[String],
+    label_ids: &[usize],
+    keep_type_ids: bool,
+) -> Result<TokenizedSet, FineTuneError> {
+    let mut set = TokenizedSet::new(keep_type_ids);
+    for (chunk, labels) in texts
+        .chunks(TOKENIZE_CHUNK)
+        .zip(label_ids.chunks(TOKENIZE_CHUNK))
+    {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        for (encoding, &label) in encoder.encode_batch(&refs)?.iter().zip(labels) {
+            set.push(&encoding.ids, &encoding.type_ids, label as u32)?;
+        }
+    }
+    Ok(set)
+}
+
+/// True when the GPU computes in bfloat16 (a tiny bf16 matmul succeeds).
+fn gpu_supports_bf16(device: Device) -> bool {
+    if !device.is_cuda() {
+        return false;
+    }
+    let probe = std::panic::catch_unwind(|| {
+        let x = tch::Tensor::ones([8, 8], (tch::Kind::BFloat16, device));
+        x.f_matmul(&x).is_ok()
+    });
+    matches!(probe, Ok(true))
+}
+
+/// Trains and publishes; returns the outcome for the caller's summary line.
+pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> {
+    let FineTuneRequest {
+        paths,
+        hp,
+        data,
+        read_seconds,
+        stop,
+        checkpoints,
+    } = request;
+    let started = Instant::now();
+    if let Some(threads) = hp.num_threads {
+        tch::set_num_threads(threads as i32);
+    }
+    let device = resolve_device(hp.device)?;
+    let precision = resolve_precision(hp, device, gpu_supports_bf16(device))?;
+    tracing::info!(
+        ?device,
+        ?precision,
+        threads = tch::get_num_threads(),
+        "device"
+    );
+
+    let source = source_model(paths, hp)?;
+    // A fresh head is drawn from libtorch's generator: seed it first, as transformers' set_seed
+    // does before building the model, so one seed gives one run.
+    tch::manual_seed(hp.seed as i64);
+    let (mut model, report) =
+        SequenceClassifier::load(&source.dir, data.labels.id2label(), device)?;
+    tracing::info!(
+        dir = %source.dir.display(),
+        model_type = report.model_type,
+        fresh_head = ?report.fresh,
+        reason = report.fresh_reason.as_deref().unwrap_or(""),
+        ignored = report.ignored.len(),
+        "model loaded"
+    );
+    check_max_length(hp.max_length, model.max_positions())?;
+    let encoder = TextEncoder::from_model_dir(&source.dir, hp.max_length)?;
+
+    let tokenize_started = Instant::now();
+    let keep_type_ids = model.uses_token_type_ids();
+    let train_set = tokenize_set(&encoder, &data.train, keep_type_ids)?;
+    let eval_set = tokenize_set(&encoder, &data.eval, keep_type_ids)?;
+    let tokenize_seconds = tokenize_started.elapsed().as_secs_f64();
+    let rows = train_set.len() + eval_set.len();
+    tracing::info!(
+        "tokenized rows={rows}; seconds={tokenize_seconds:.3}; rows_per_second={:.0}; train_tokens={}; eval_tokens={};",
+        rows as f64 / tokenize_seconds.max(1e-9),
+        train_set.num_tokens(),
+        eval_set.num_tokens()
+    );
+
+    if let Some(kind) = precision_kind(precision) {
+        model.set_compute_kind(Some(kind));
+    }
+    let mut options = FitOptions::new(data.labels.id2label().to_vec(), device);
+    options.pad_id = encoder.pad_id();
+    options.precision = precision;
+    options.stop = stop;
+    let mut no_checkpoints = ();
+    let (hook, latest): (&mut dyn StepHook, Option<PathBuf>) = match checkpoints {
+        Some(plan) => {
+            options.resume = plan
+                .resume(&mut model)
+                .map_err(|m| FineTuneError::Train(TrainError::Resume(m)))?;
+            let latest = plan.latest();
+            (plan.hook(), latest)
+        }
+        None => (&mut no_checkpoints, None),
+    };
+    let outcome = train::fit(&mut model, &train_set, &eval_set, hp, options, hook)?;
+    if outcome.stop_reason == StopReason::Interrupted {
+        let checkpoint = latest
+            .map(|p| format!("; the newest checkpoint is {}", p.display()))
+            .unwrap_or_default();
+        return Err(FineTuneError::Interrupted {
+            step: outcome.state.global_step,
+            checkpoint,
+        });
+    }
+
+    // Training succeeded: build both directories aside, then publish them.
+    model.set_compute_kind(None);
+    let model_stage = StagedDir::create(&paths.model_dir)?;
+    write_model_dir(model_stage.path(), &model, &source.dir, &data.labels, hp)?;
+    let output_stage = StagedDir::create(&paths.output_data_dir)?;
+    if let Some(report) = &outcome.final_report {
+        metrics::write_reports(output_stage.path(), report, &outcome.state.history)?;
+    }
+    let summary = json!({
+        "stop_reason": outcome.stop_reason,
+        "best": outcome.best,
+        "restored_best": outcome.restored_best,
+        "train_rows": train_set.len(),
+        "eval_rows": eval_set.len(),
+        "global_steps": outcome.state.global_step,
+        "train_loss": outcome.train_loss,
+        "train_runtime_seconds": outcome.runtime_s,
+        "train_samples_per_second": outcome.samples_per_second,
+        "padding_efficiency": outcome.padding_efficiency,
+        "read_seconds": read_seconds,
+        "tokenize_seconds": tokenize_seconds,
+        "total_seconds": started.elapsed().as_secs_f64() + read_seconds,
+        "device": format!("{device:?}"),
+        "precision": precision,
+    });
+    write_json(&output_stage.path().join("run_summary.json"), &summary)?;
+    model_stage.commit()?;
+    output_stage.commit()?;
+    tracing::info!(model_dir = %paths.model_dir.display(), output_dir = %paths.output_data_dir.display(), "artifacts published");
+
+    if let Some(uri) = &hp.output_uri {
+        s3::upload_outputs(uri, &paths.model_dir, &paths.output_data_dir)?;
+        tracing::info!(
+            uri = uri.as_str(),
+            "uploaded model.tar.gz and output.tar.gz"
+        );
+    }
+    Ok(outcome)
+}
+
+fn tokenize_set(
+    encoder: &TextEncoder,
+    texts: &LabelledTexts,
+    keep_type_ids: bool,
+) -> Result<TokenizedSet, FineTuneError> {
+    tokenize_texts(encoder, &texts.texts, &texts.label_ids, keep_type_ids)
+}
+
+fn precision_kind(precision: Precision) -> Option<tch::Kind> {
+    match precision {
+        Precision::Fp32 => None,
+        Precision::Bf16 => Some(tch::Kind::BFloat16),
+        Precision::Fp16 => Some(tch::Kind::Half),
+    }
+}
+
+/// The Hugging Face directory: weights + config (id2label/label2id), the tokenizer files as
+/// they came, `labels.json` and `training_args.json`.
+fn write_model_dir(
+    dir: &Path,
+    model: &SequenceClassifier,
+    source_dir: &Path,
+    labels: &LabelMap,
+    hp: &Hyperparameters,
+) -> Result<(), FineTuneError> {
+    model.save(dir)?;
+    copy_tokenizer_files(source_dir, dir)?;
+    let label2id: serde_json::Map<String, serde_json::Value> = labels
+        .id2label()
+        .iter()
+        .enumerate()
+        .map(|(id, label)| (label.clone(), id.into()))
+        .collect();
+    write_json(
+        &dir.join("labels.json"),
+        &json!({ "id2label": labels.id2label(), "label2id": label2id }),
+    )?;
+    write_json(
+        &dir.join("training_args.json"),
+        &json!({
+            "hyperparameters": hp,
+            "txcat_version": env!("CARGO_PKG_VERSION"),
+            "libtorch_version": LIBTORCH_VERSION,
+        }),
+    )?;
+    Ok(())
+}

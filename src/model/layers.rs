@@ -1,0 +1,227 @@
+//! Building blocks shared by both families: linear layers that can run in a reduced compute
+//! dtype, fp32 LayerNorm, embeddings, and SDPA self-attention.
+//!
+//! Mixed precision: `kind = Some(BFloat16 | Half)` casts a linear layer's input and weights to
+//! that dtype (the fp32 master weights keep receiving fp32 gradients through the cast);
+//! LayerNorm always runs in fp32, so the residual stream stays fp32 as under torch autocast.
+
+use tch::{nn, Kind, Tensor};
+
+use super::config::Activation;
+
+/// `nn::Path` for a dotted Hugging Face module name (tch forbids dots inside one component).
+pub(crate) fn sub_path<'a>(p: &nn::Path<'a>, dotted: &str) -> nn::Path<'a> {
+    dotted.split('.').fold(p.clone(), |acc, part| acc.sub(part))
+}
+
+/// How a fresh variable is initialised: loaded tensors overwrite `Zeros`; heads use `Normal`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Fresh {
+    /// Placeholder until the checkpoint value is copied in.
+    Zeros,
+    /// transformers' `_init_weights`: normal(0, std) weights, zero bias.
+    Normal(f64),
+}
+
+/// `y = x W^T + b` with `W: [out, in]` as in torch.
+#[derive(Debug)]
+pub(crate) struct Linear {
+    pub ws: Tensor,
+    pub bs: Tensor,
+}
+
+impl Linear {
+    pub fn new(p: &nn::Path, dotted: &str, in_dim: i64, out_dim: i64, fresh: Fresh) -> Self {
+        let p = sub_path(p, dotted);
+        let init = match fresh {
+            Fresh::Zeros => nn::Init::Const(0.0),
+            Fresh::Normal(std) => nn::Init::Randn {
+                mean: 0.0,
+                stdev: std,
+            },
+        };
+        Linear {
+            ws: p.var("weight", &[out_dim, in_dim], init),
+            bs: p.var("bias", &[out_dim], nn::Init::Const(0.0)),
+        }
+    }
+
+    /// `[.., in] -> [.., out]`, computed in `kind` when given (output in that dtype).
+    pub fn forward(&self, xs: &Tensor, kind: Option<Kind>) -> Tensor {
+        match kind {
+            None => xs.linear(&self.ws, Some(&self.bs)),
+            Some(k) => xs
+                .to_kind(k)
+                .linear(&self.ws.to_kind(k), Some(self.bs.to_kind(k))),
+        }
+    }
+}
+
+/// LayerNorm over the last dimension, always in fp32.
+#[derive(Debug)]
+pub(crate) struct LayerNorm {
+    ws: Tensor,
+    bs: Tensor,
+    eps: f64,
+    dim: i64,
+}
+
+impl LayerNorm {
+    pub fn new(p: &nn::Path, dotted: &str, dim: i64, eps: f64) -> Self {
+        let p = sub_path(p, dotted);
+        LayerNorm {
+            ws: p.var("weight", &[dim], nn::Init::Const(1.0)),
+            bs: p.var("bias", &[dim], nn::Init::Const(0.0)),
+            eps,
+            dim,
+        }
+    }
+
+    /// `[.., dim]` in any float dtype -> fp32.
+    pub fn forward(&self, xs: &Tensor) -> Tensor {
+        xs.to_kind(Kind::Float).layer_norm(
+            [self.dim],
+            Some(&self.ws),
+            Some(&self.bs),
+            self.eps,
+            true,
+        )
+    }
+}
+
+/// Lookup table `[rows, dim]`.
+#[derive(Debug)]
+pub(crate) struct Embedding {
+    ws: Tensor,
+    padding_idx: i64,
+}
+
+impl Embedding {
+    /// `padding_idx` (-1 for none) only zeroes that row's gradient, as in torch.
+    pub fn new(p: &nn::Path, dotted: &str, rows: i64, dim: i64, padding_idx: i64) -> Self {
+        let p = sub_path(p, dotted);
+        Embedding {
+            ws: p.var("weight", &[rows, dim], nn::Init::Const(0.0)),
+            padding_idx,
+        }
+    }
+
+    /// Row `i` `[dim]` (the embedding of an all-`i` input, broadcastable).
+    pub fn row(&self, i: i64) -> Tensor {
+        self.ws.get(i)
+    }
+
+    /// `[b, s]` i64 -> `[b, s, dim]` fp32.
+    pub fn forward(&self, ids: &Tensor) -> Tensor {
+        Tensor::embedding(&self.ws, ids, self.padding_idx, false, false)
+    }
+}
+
+pub(crate) fn activate(xs: &Tensor, act: Activation) -> Tensor {
+    match act {
+        Activation::Gelu => xs.gelu("none"),
+        Activation::GeluTanh => xs.gelu("tanh"),
+        Activation::Relu => xs.relu(),
+        Activation::Silu => xs.silu(),
+    }
+}
+
+/// Names of one family's sub-modules inside a transformer layer.
+pub(crate) struct LayerNames {
+    pub query: &'static str,
+    pub key: &'static str,
+    pub value: &'static str,
+    pub attn_out: &'static str,
+    pub attn_norm: &'static str,
+    pub ffn_in: &'static str,
+    pub ffn_out: &'static str,
+    pub out_norm: &'static str,
+    /// BERT applies hidden dropout to the attention output; DistilBERT does not.
+    pub dropout_after_attention: bool,
+}
+
+/// Dimensions and rates of a transformer layer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerDims {
+    pub hidden: i64,
+    pub heads: i64,
+    pub ffn: i64,
+    pub eps: f64,
+    pub activation: Activation,
+    pub drop_hidden: f64,
+    pub drop_attn: f64,
+}
+
+/// One post-LayerNorm transformer block (both families have the same shape).
+#[derive(Debug)]
+pub(crate) struct TransformerLayer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attn_out: Linear,
+    attn_norm: LayerNorm,
+    ffn_in: Linear,
+    ffn_out: Linear,
+    out_norm: LayerNorm,
+    dims: LayerDims,
+    dropout_after_attention: bool,
+}
+
+impl TransformerLayer {
+    pub fn new(p: &nn::Path, names: &LayerNames, dims: LayerDims) -> Self {
+        let h = dims.hidden;
+        TransformerLayer {
+            query: Linear::new(p, names.query, h, h, Fresh::Zeros),
+            key: Linear::new(p, names.key, h, h, Fresh::Zeros),
+            value: Linear::new(p, names.value, h, h, Fresh::Zeros),
+            attn_out: Linear::new(p, names.attn_out, h, h, Fresh::Zeros),
+            attn_norm: LayerNorm::new(p, names.attn_norm, h, dims.eps),
+            ffn_in: Linear::new(p, names.ffn_in, h, dims.ffn, Fresh::Zeros),
+            ffn_out: Linear::new(p, names.ffn_out, dims.ffn, h, Fresh::Zeros),
+            out_norm: LayerNorm::new(p, names.out_norm, h, dims.eps),
+            dims,
+            dropout_after_attention: names.dropout_after_attention,
+        }
+    }
+
+    /// `xs: [b, s, h]` fp32, `mask: [b, 1, 1, s]` bool (true = attend) -> `[b, s, h]` fp32.
+    pub fn forward(&self, xs: &Tensor, mask: &Tensor, train: bool, kind: Option<Kind>) -> Tensor {
+        let (b, s, h) = match xs.size()[..] {
+            [b, s, h] => (b, s, h),
+            _ => unreachable!("hidden states are always [batch, seq, hidden]"),
+        };
+        let heads = self.dims.heads;
+        let head_dim = h / heads;
+        // [b, s, h] -> [b, heads, s, head_dim], the layout SDPA expects (a view, no copy).
+        let split = |t: Tensor| t.view([b, s, heads, head_dim]).transpose(1, 2);
+        let q = split(self.query.forward(xs, kind));
+        let k = split(self.key.forward(xs, kind));
+        let v = split(self.value.forward(xs, kind));
+        let p_attn = if train { self.dims.drop_attn } else { 0.0 };
+        // Default scale 1/sqrt(head_dim), as both families use.
+        let ctx = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            Some(mask),
+            p_attn,
+            false,
+            None::<f64>,
+            false,
+        );
+        // [b, heads, s, head_dim] -> [b, s, h]
+        let ctx = ctx.transpose(1, 2).reshape([b, s, h]);
+        let mut attn = self.attn_out.forward(&ctx, kind);
+        if self.dropout_after_attention {
+            attn = attn.dropout(self.dims.drop_hidden, train);
+        }
+        // fp32 + (bf16|fp32) promotes to fp32: the residual stream stays fp32.
+        let sa = self.attn_norm.forward(&(xs + attn));
+        let inner = activate(&self.ffn_in.forward(&sa, kind), self.dims.activation);
+        let ffn = self
+            .ffn_out
+            .forward(&inner, kind)
+            .dropout(self.dims.drop_hidden, train);
+        self.out_norm.forward(&(sa + ffn))
+    }
+}
