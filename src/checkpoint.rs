@@ -174,6 +174,32 @@ impl ModelIdentity {
     }
 }
 
+impl ModelIdentity {
+    /// Hashes the weights as loaded (sorted names, kinds, shapes and bytes); call it before
+    /// training changes them. `weights_bytes` is the total tensor size.
+    pub fn from_var_store(source: &str, vs: &nn::VarStore) -> Result<Self, CheckpointError> {
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut hasher = Sha256::new();
+        let mut total = 0u64;
+        let here = Path::new(source);
+        for (name, t) in &vars {
+            let host = HostTensor::from_tensor(t).map_err(torch_err(here))?;
+            hasher.update((name.len() as u64).to_le_bytes());
+            hasher.update(name.as_bytes());
+            hasher.update(format!("{:?}{:?}", host.dtype, host.shape).as_bytes());
+            hasher.update(&host.bytes);
+            total += host.bytes.len() as u64;
+        }
+        Ok(Self {
+            source: source.to_string(),
+            config_sha256: None,
+            weights_bytes: total,
+            weights_sha256: hex(&hasher.finalize()),
+        })
+    }
+}
+
 fn sha256_file(path: &Path) -> Result<(String, u64), CheckpointError> {
     let mut file = fs::File::open(path).map_err(io_err("open", path))?;
     let mut hasher = Sha256::new();
@@ -1150,6 +1176,123 @@ fn preview(names: &[&str]) -> String {
         )
     } else {
         format!("{} tensor(s): {}", names.len(), shown.join(", "))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The job's checkpoint plan
+
+/// Checkpointing and resume for one `txcat train` job, as [`crate::fine_tune::CheckpointPlan`].
+///
+/// The model identity in the fingerprint is a hash of the *initial* weights as loaded into the
+/// model (names, kinds, shapes, bytes; the fresh head is seeded by `seed`), so it needs no file
+/// paths and covers S3, channel and local models alike. Wiring in `job::run_train`:
+///
+/// ```ignore
+/// let signal = signals::install()?;
+/// let mut plan = JobCheckpoints::new(&dir, &hp, labels, data_fingerprint, Some(signal))?;
+/// let stop = plan.stop_flag(); // FineTuneRequest::stop (not the raw signal flag)
+/// fine_tune::run(FineTuneRequest { stop: Some(stop), checkpoints: Some(&mut plan), .. })
+/// ```
+pub struct JobCheckpoints {
+    dir: PathBuf,
+    hp: Hyperparameters,
+    labels: Vec<String>,
+    data: DataFingerprint,
+    signal: Option<Arc<AtomicBool>>,
+    fit_stop: Arc<AtomicBool>,
+    hook: Option<CheckpointHook>,
+    /// Used only if `hook` is asked for before `resume` (the trait's contract is resume first).
+    no_hook: (),
+}
+
+impl JobCheckpoints {
+    /// `dir` is `checkpoint_dir` when set, else `Paths::checkpoint_dir`.
+    pub fn new(
+        dir: &Path,
+        hp: &Hyperparameters,
+        labels: Vec<String>,
+        data: DataFingerprint,
+        signal: Option<Arc<AtomicBool>>,
+    ) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            hp: hp.clone(),
+            labels,
+            data,
+            signal,
+            fit_stop: Arc::new(AtomicBool::new(false)),
+            hook: None,
+            no_hook: (),
+        }
+    }
+
+    /// The flag to pass as the run's stop flag: set only once the interruption checkpoint is
+    /// written (or with `save_strategy=no`, once the signal was seen after a step).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.fit_stop)
+    }
+
+    /// The step after which a stop signal was honoured.
+    pub fn interrupted_at(&self) -> Option<u64> {
+        self.hook.as_ref().and_then(CheckpointHook::interrupted_at)
+    }
+
+    /// The checkpoint written last by this run.
+    pub fn last_saved(&self) -> Option<PathBuf> {
+        self.hook
+            .as_ref()
+            .and_then(|h| h.last_saved().map(Path::to_path_buf))
+    }
+
+    fn resume_inner(&mut self, vs: &nn::VarStore) -> Result<Option<ResumePoint>, CheckpointError> {
+        let model = ModelIdentity::from_var_store(&self.hp.model_name_or_path, vs)?;
+        let fingerprint = Fingerprint::new(model, self.labels.clone(), self.data.clone(), &self.hp);
+        let found = find_resume(&self.dir, &fingerprint, self.hp.resume)?;
+        let mut hook = CheckpointHook::new(
+            &self.dir,
+            SavePolicy::from_hyperparameters(&self.hp),
+            fingerprint,
+            self.labels.clone(),
+        )?;
+        hook.fit_stop = Arc::clone(&self.fit_stop);
+        if let Some(signal) = &self.signal {
+            hook = hook.stop_on(Arc::clone(signal));
+        }
+        self.hook = Some(hook);
+        match found {
+            Some(r) => {
+                load_weights(vs, &r.weights)?;
+                Ok(Some(r.point))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+impl crate::fine_tune::CheckpointPlan for JobCheckpoints {
+    fn resume(
+        &mut self,
+        model: &mut crate::model::SequenceClassifier,
+    ) -> Result<Option<ResumePoint>, String> {
+        use crate::model::ClassifierModel;
+        self.resume_inner(model.var_store())
+            .map_err(|e| e.to_string())
+    }
+
+    fn hook(&mut self) -> &mut dyn StepHook {
+        match self.hook.as_mut() {
+            Some(h) => h,
+            None => &mut self.no_hook,
+        }
+    }
+
+    fn latest(&self) -> Option<PathBuf> {
+        self.last_saved().or_else(|| {
+            list_checkpoints(&self.dir)
+                .ok()
+                .and_then(|l| l.into_iter().next().map(|(_, p)| p))
+        })
     }
 }
 

@@ -583,3 +583,20 @@ fn save_strategy_no_writes_nothing_even_when_interrupted() {
     assert_eq!(h.inner.last_saved(), None);
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
 }
+
+#[test]
+fn model_identity_hashes_the_initial_weights() {
+    let _serial = serial();
+    let a = ModelIdentity::from_var_store("tiny", Tiny::new(3, CLASSES).var_store()).unwrap();
+    let same =
+        ModelIdentity::from_var_store("elsewhere", Tiny::new(3, CLASSES).var_store()).unwrap();
+    let other = ModelIdentity::from_var_store("tiny", Tiny::new(4, CLASSES).var_store()).unwrap();
+    assert_eq!(
+        a.weights_sha256, same.weights_sha256,
+        "the source path is not identity"
+    );
+    assert_eq!(a.weights_bytes, same.weights_bytes);
+    assert_ne!(a.weights_sha256, other.weights_sha256);
+    // 64x16 embeddings + 16 + 16 LayerNorm + 4x16 + 4 classifier, f32.
+    assert_eq!(a.weights_bytes, (64 * 16 + 16 + 16 + 4 * 16 + 4) * 4);
+}
