@@ -97,14 +97,6 @@ fn with_hp(key: &'static str, value: &'static str) -> impl Fn(&Path) -> OptMl {
 }
 
 fn cases() -> Vec<Case> {
-    let big_field = format!(
-        "text,category\n\"{}\",FEES\npos shell,FUEL\n",
-        "x".repeat(10 << 20)
-    );
-    let long_line = format!(
-        "text,category\n{},FEES\npos shell,FUEL\n",
-        "y ".repeat(500_000)
-    );
     let mut garbage = vec![0u8; 4096];
     for (i, b) in garbage.iter_mut().enumerate() {
         *b = (i * 7919 % 251) as u8;
