@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod model;
 pub mod predict;
 pub mod sagemaker;
+pub mod signals;
 pub mod storage;
 pub mod tokenize;
 pub mod train;
