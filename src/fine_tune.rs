@@ -57,8 +57,14 @@ pub enum FineTuneError {
     Storage(#[from] StorageError),
     #[error("cannot create a temporary folder for the model download: {0}")]
     TempDir(std::io::Error),
-    #[error("training was interrupted by a stop signal at optimizer step {step}{checkpoint}; nothing was written to the model directory; rerun the job to resume")]
-    Interrupted { step: u64, checkpoint: String },
+    #[error("cannot resume: {0}")]
+    Resume(String),
+    #[error("interrupted by {signal} at optimizer step {step}{checkpoint}; nothing was written to the model directory; rerun the job to resume")]
+    Interrupted {
+        signal: &'static str,
+        step: u64,
+        checkpoint: String,
+    },
 }
 
 impl FineTuneError {
@@ -67,7 +73,9 @@ impl FineTuneError {
         match self {
             FineTuneError::Model(e) => !matches!(e, ModelError::Io { .. }),
             FineTuneError::Tokenize(e) => !matches!(e, TokenizeError::Io { .. }),
-            FineTuneError::Device(_) | FineTuneError::Precision(_) => true,
+            FineTuneError::Device(_) | FineTuneError::Precision(_) | FineTuneError::Resume(_) => {
+                true
+            }
             FineTuneError::Train(e) => matches!(e, TrainError::UnknownMetric { .. }),
             FineTuneError::Storage(e) => e.is_bad_input(),
             _ => false,
@@ -82,7 +90,8 @@ pub struct FineTuneRequest<'a> {
     pub data: &'a PreparedData,
     /// Seconds spent reading and validating the channels (reported with the run summary).
     pub read_seconds: f64,
-    /// Set by a SIGTERM/SIGINT handler to stop between steps.
+    /// Set to stop between steps (with checkpoints: the plan's flag, raised once the
+    /// interruption checkpoint is written).
     pub stop: Option<Arc<AtomicBool>>,
     /// Checkpointing and resume (issue 6); `None` trains from scratch without checkpoints.
     pub checkpoints: Option<&'a mut dyn CheckpointPlan>,
@@ -226,22 +235,22 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
     options.precision = precision;
     options.stop = stop;
     let mut no_checkpoints = ();
-    let (hook, latest): (&mut dyn StepHook, Option<PathBuf>) = match checkpoints {
+    let mut checkpoints = checkpoints;
+    let hook: &mut dyn StepHook = match checkpoints.as_deref_mut() {
         Some(plan) => {
-            options.resume = plan
-                .resume(&mut model)
-                .map_err(|m| FineTuneError::Train(TrainError::Resume(m)))?;
-            let latest = plan.latest();
-            (plan.hook(), latest)
+            options.resume = plan.resume(&mut model).map_err(FineTuneError::Resume)?;
+            plan.hook()
         }
-        None => (&mut no_checkpoints, None),
+        None => &mut no_checkpoints,
     };
     let outcome = train::fit(&mut model, &train_set, &eval_set, hp, options, hook)?;
     if outcome.stop_reason == StopReason::Interrupted {
-        let checkpoint = latest
-            .map(|p| format!("; the newest checkpoint is {}", p.display()))
-            .unwrap_or_default();
+        let checkpoint = checkpoints
+            .and_then(|plan| plan.latest())
+            .map(|p| format!("; checkpoint saved to {}", p.display()))
+            .unwrap_or_else(|| "; no checkpoint (save_strategy=no)".into());
         return Err(FineTuneError::Interrupted {
+            signal: crate::signals::received().unwrap_or("a stop signal"),
             step: outcome.state.global_step,
             checkpoint,
         });

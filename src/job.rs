@@ -10,6 +10,7 @@
 //! FastFile -> the directory, `SM_CHANNEL_<NAME>` if set). Without `inputdataconfig.json` (local
 //! runs) the folders under `<data>` are the channels.
 
+use crate::checkpoint::{DataFingerprint, JobCheckpoints};
 use crate::cli::{ChannelArg, TrainArgs};
 use crate::data::csv::{read_channel, BadRowBudget, ChannelRows, Columns};
 use crate::data::labels::LabelMap;
@@ -39,6 +40,8 @@ pub enum JobError {
     Channels(String),
     #[error(transparent)]
     FineTune(#[from] FineTuneError),
+    #[error(transparent)]
+    Signal(#[from] crate::signals::SignalError),
 }
 
 /// Exit status for input the user must fix (config, hyperparameters, channels, rows).
@@ -61,7 +64,7 @@ impl JobError {
             JobError::Data(DataError::Read { .. }) => EXIT_RUNTIME,
             JobError::Data(_) => EXIT_BAD_INPUT,
             JobError::FineTune(e) if e.is_bad_input() => EXIT_BAD_INPUT,
-            JobError::FineTune(_) => EXIT_RUNTIME,
+            JobError::FineTune(_) | JobError::Signal(_) => EXIT_RUNTIME,
         }
     }
 }
@@ -570,13 +573,32 @@ pub fn run_train(paths: &Paths, args: &TrainArgs) -> Result<(), JobError> {
         );
         return Ok(());
     }
+    // SIGTERM (spot interruption, StopTrainingJob) finishes the step in flight, checkpoints
+    // and exits non-zero; installed after the dry-run exit so a dry run stays interruptible.
+    let signal = crate::signals::install()?;
+    let checkpoint_dir = hp
+        .checkpoint_dir
+        .as_ref()
+        .map_or_else(|| paths.checkpoint_dir.clone(), PathBuf::from);
+    let mut checkpoints = JobCheckpoints::new(
+        &checkpoint_dir,
+        &hp,
+        data.labels.id2label().to_vec(),
+        DataFingerprint::of(
+            &data.train.texts,
+            &data.train.label_ids,
+            &data.eval.texts,
+            &data.eval.label_ids,
+        ),
+        Some(signal),
+    );
     let outcome = fine_tune::run(FineTuneRequest {
         paths,
         hp: &hp,
         data: &data,
         read_seconds,
-        stop: None,
-        checkpoints: None,
+        stop: Some(checkpoints.stop_flag()),
+        checkpoints: Some(&mut checkpoints),
     })?;
     tracing::info!(
         stop_reason = ?outcome.stop_reason,

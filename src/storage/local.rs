@@ -5,7 +5,9 @@
 //! skipped; other files are skipped with a warning; symlinked folders are not followed (no loops),
 //! symlinked files are. Files are opened one at a time, when the reader asks for them.
 
-use super::{is_data_file_name, is_hidden_name, open_file_object, ObjectStream, StorageError};
+use super::{
+    is_data_file_name, is_hidden_name, open_file_object, InputObject, ObjectStream, StorageError,
+};
 use std::path::{Path, PathBuf};
 
 /// The data files of `channel` at `location` (a directory, or a single file taken as is).

@@ -6,7 +6,7 @@
 //! the writer side is open) and yielded exactly once; epochs after the first are not read (the
 //! caller keeps the rows).
 
-use super::{open_file_object, ObjectStream, StorageError};
+use super::{open_file_object, InputObject, ObjectStream, StorageError};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
