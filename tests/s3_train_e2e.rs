@@ -359,6 +359,15 @@ fn bad_locations_fail_with_one_line_naming_the_uri_and_exit_2() {
             args: vec![],
             needles: vec!["s3://no-such-bucket/models/base/", "NoSuchBucket"],
         },
+        Case {
+            hyperparameters: vec![
+                train_ok,
+                ("model_name_or_path", "s3://txn/models/none-here/"),
+                ("num_threads", "1"),
+            ],
+            args: vec![],
+            needles: vec!["s3://txn/models/none-here/", "no objects"],
+        },
     ];
     for case in cases {
         let ml = OptMl::new();
@@ -495,4 +504,54 @@ fn endless_s3_failures_end_the_job_with_a_clear_reason_in_bounded_time() {
         "took {elapsed:?}: {text}"
     );
     eprintln!("endless broken bodies: {elapsed:?}: {}", text.trim_end());
+}
+
+#[test]
+fn access_denied_names_the_uri_and_the_permission_and_exits_2() {
+    let moto = MotoServer::start();
+    seed_flaky_bucket(&moto);
+    let proxy = FaultProxy::start(moto.port, Arc::new(|_, _: &str| Fault::AccessDenied));
+    let ml = OptMl::new();
+    ml.write_hyperparameters(&[("train_uri", "s3://flaky/data/")]);
+    let (output, elapsed) = run_txcat(&ml, &proxy.endpoint, &["train", "--dry-run"], &[]);
+    let text = ml.assert_failed(
+        &output,
+        2,
+        &["s3://flaky/data/", "access denied", "s3:ListBucket"],
+    );
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "took {elapsed:?}: {text}"
+    );
+}
+
+#[test]
+fn output_uri_in_a_missing_bucket_fails_naming_the_uri() {
+    let moto = MotoServer::start();
+    let admin = moto.admin();
+    admin.create_bucket("txn");
+    admin.put("txn", "train/a.csv", labelled_csv(40, 1).as_bytes());
+    let model = fixture("tiny-distilbert-trainable");
+    let ml = OptMl::new();
+    ml.write_hyperparameters(&[
+        ("model_name_or_path", model.to_str().unwrap()),
+        ("train_uri", "s3://txn/train/"),
+        ("output_uri", "s3://no-such-results/jobs/1/"),
+        ("max_steps", "1"),
+        ("max_length", "32"),
+        ("num_threads", "1"),
+        ("save_strategy", "no"),
+    ]);
+    let (output, elapsed) = run_txcat(&ml, &moto.endpoint, &["train"], &[]);
+    let log = describe(&output);
+    assert_eq!(output.status.code(), Some(2), "exit status\n{log}");
+    let text = ml.failure_text().expect("failure file");
+    assert_eq!(text.trim_end().lines().count(), 1, "{text:?}");
+    assert!(
+        text.contains("s3://no-such-results/jobs/1/") && text.contains("NoSuchBucket"),
+        "{text}"
+    );
+    // The upload comes after training: the local artifacts stay published and complete.
+    assert!(ml.model_dir().join("model.safetensors").is_file());
+    eprintln!("missing output bucket: {elapsed:?}: {}", text.trim_end());
 }
