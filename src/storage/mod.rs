@@ -56,6 +56,9 @@ pub enum StorageError {
     },
     #[error("{uri}: key '{key}' would be written outside the destination directory ('..' or absolute path); remove or rename it")]
     UnsafeKey { uri: String, key: String },
+    /// A prefix to mirror (a model) holds no objects: the user named the wrong place.
+    #[error("{uri}: no objects under this prefix; check the model location")]
+    NothingToDownload { uri: String },
     #[error("{uri}: {reason}")]
     S3 { uri: String, reason: String },
     #[error("channel '{channel}': Pipe-mode FIFO {path} does not exist; is the channel's TrainingInputMode Pipe?")]

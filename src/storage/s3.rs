@@ -123,9 +123,8 @@ pub fn download_prefix_with(
         }
     }
     if planned.is_empty() {
-        return Err(StorageError::S3 {
+        return Err(StorageError::NothingToDownload {
             uri: uri.to_string(),
-            reason: "no objects under this prefix; check the model location".to_string(),
         });
     }
     planned.sort_by(|a, b| a.1.key.cmp(&b.1.key));

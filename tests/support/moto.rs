@@ -44,6 +44,35 @@ pub fn hermetic_aws_env() {
     });
 }
 
+/// The secret key the helpers below give child processes: distinctive, so a test can assert it
+/// never appears in their output.
+pub const CHILD_SECRET_KEY: &str = "txcatTestSecretKeyThatMustNeverBeLogged";
+
+/// Configures `command` (a child process such as the txcat binary) to reach `endpoint` through
+/// `AWS_ENDPOINT_URL` with dummy credentials ([`CHILD_SECRET_KEY`]), a region, no instance
+/// metadata and no developer profile, and with short S3 retry limits (5 attempts, 20 s) that a
+/// test may override afterwards.
+pub fn point_child_at(command: &mut Command, endpoint: &str) {
+    command
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", CHILD_SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent/txcat-test-aws-config")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/txcat-test-aws-credentials",
+        )
+        .env("TXCAT_S3_MAX_ATTEMPTS", "5")
+        .env("TXCAT_S3_RETRY_SECONDS", "20")
+        .env_remove("AWS_ENDPOINT_URL_S3")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env_remove("TXCAT_S3_FORCE_PATH_STYLE");
+}
+
 /// The Python interpreter from `TXCAT_PYTHON`; fails the test loudly when it is unset.
 pub fn python() -> String {
     std::env::var("TXCAT_PYTHON").unwrap_or_else(|_| {
@@ -260,6 +289,46 @@ impl S3Admin {
                 .expect("body")
                 .into_bytes()
                 .to_vec()
+        })
+    }
+
+    /// Every key in the bucket, following pagination.
+    pub fn all_keys(&self, bucket: &str) -> Vec<String> {
+        self.runtime.block_on(async {
+            let mut keys = Vec::new();
+            let mut pages = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.unwrap_or_else(|err| panic!("list s3://{bucket}: {err:?}"));
+                keys.extend(
+                    page.contents()
+                        .iter()
+                        .filter_map(|o| o.key().map(str::to_string)),
+                );
+            }
+            keys
+        })
+    }
+
+    /// Keys of the multipart uploads started but neither completed nor aborted in `bucket`.
+    pub fn incomplete_uploads(&self, bucket: &str) -> Vec<String> {
+        self.runtime.block_on(async {
+            let listing = self
+                .client
+                .list_multipart_uploads()
+                .bucket(bucket)
+                .send()
+                .await
+                .unwrap_or_else(|err| panic!("list multipart uploads of {bucket}: {err:?}"));
+            listing
+                .uploads()
+                .iter()
+                .filter_map(|u| u.key().map(str::to_string))
+                .collect()
         })
     }
 
