@@ -4,46 +4,9 @@
 
 mod common;
 
-use common::{describe, OptMl};
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use common::{describe, fixture, separable_csv, OptMl, CLASSES};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// Words of the fixture vocabulary that mark each class; every row also gets noise words
-/// shared by all classes, so the model has to find the marker.
-const CLASSES: &[(&str, &[&str])] = &[
-    ("FEES", &["fee", "charges", "service"]),
-    ("FUEL", &["shell", "sasol", "engen"]),
-    ("GROCERIES", &["woolworths", "spar", "checkers"]),
-    ("INCOME", &["salary", "interest", "deposit"]),
-];
-const NOISE: &[&str] = &[
-    "pos", "card", "purchase", "ref", "online", "payment", "bank",
-];
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-/// A seeded CSV of `rows` rows: noise words around one class marker and a number.
-fn separable_csv(rows: usize, seed: u64) -> String {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut csv = String::from("text,category\n");
-    for i in 0..rows {
-        let (label, markers) = CLASSES[i % CLASSES.len()];
-        let mut words: Vec<String> = (0..rng.gen_range(1..4))
-            .map(|_| NOISE.choose(&mut rng).unwrap().to_string())
-            .collect();
-        words.push(markers.choose(&mut rng).unwrap().to_string());
-        words.push(rng.gen_range(10..9999).to_string());
-        words.shuffle(&mut rng);
-        csv.push_str(&format!("{},{label}\n", words.join(" ")));
-    }
-    csv
-}
 
 /// A tree with train/validation channels and hyperparameters for a quick tiny-model run.
 fn tree(extra: &[(&str, &str)]) -> OptMl {
