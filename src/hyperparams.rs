@@ -353,7 +353,7 @@ impl Entry<'_> {
     fn invalid(&self, expected: impl Into<String>) -> HyperparameterError {
         HyperparameterError::Invalid {
             key: self.key.to_string(),
-            value: self.raw.to_string(),
+            value: crate::text::printable(self.raw),
             origin: self.origin,
             expected: expected.into(),
         }

@@ -20,5 +20,6 @@ pub mod predict;
 pub mod sagemaker;
 pub mod signals;
 pub mod storage;
+pub mod text;
 pub mod tokenize;
 pub mod train;

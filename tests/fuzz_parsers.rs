@@ -148,7 +148,6 @@ proptest! {
 /// (hyperparams.rs echoes the value unescaped). The failure file is still one line, because
 /// `sagemaker::write_failure` flattens line breaks, but the logged error is not.
 #[test]
-#[ignore = "hyperparams.rs echoes raw line breaks of a value into its error; reported to the lead"]
 fn regression_hyperparameter_value_with_line_break_gives_a_one_line_error() {
     for value in ["\r", "\n", "1\n2", "abc\r\n"] {
         let file = vec![("epochs".to_string(), value.to_string())];
@@ -281,7 +280,6 @@ proptest! {
 /// Found by this fuzzer: a quoted header cell with a line break (`"a\nb"`) is echoed verbatim in
 /// the "no column `text`" error (data/csv.rs). The failure file is flattened to one line anyway.
 #[test]
-#[ignore = "data/csv.rs echoes raw line breaks of header cells into its error; reported to the lead"]
 fn regression_csv_header_cell_with_line_break_gives_a_one_line_error() {
     let objects = vec![("part-0.csv".to_string(), b"\"a\nb\"\n".to_vec())];
     let columns = Columns {

@@ -180,7 +180,7 @@ fn column_index(
             file: file.to_string(),
             column: name.to_string(),
             key,
-            found: header.join(", "),
+            found: crate::text::printable(&header.join(", ")),
         }),
     }
 }
