@@ -939,10 +939,7 @@ mod tests {
     fn every_key_and_alias_is_documented() {
         let doc = include_str!("../README.md");
         for key in KEYS.iter().chain(ALIASES.iter().map(|(a, _)| a)) {
-            assert!(
-                doc.contains(&format!("`{key}`")),
-                "README.md lacks `{key}`"
-            );
+            assert!(doc.contains(&format!("`{key}`")), "README.md lacks `{key}`");
         }
     }
 

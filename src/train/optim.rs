@@ -111,6 +111,9 @@ pub struct AdamW {
     grads: Tensor,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
+    /// Per-step workspace `[total_numel]` (g^2, then the denominator), kept so steps allocate
+    /// nothing.
+    scratch: Tensor,
     step: u64,
 }
 
@@ -169,6 +172,7 @@ impl AdamW {
             grads: Tensor::f_zeros([offset], opts)?,
             exp_avg: Tensor::f_zeros([offset], opts)?,
             exp_avg_sq: Tensor::f_zeros([offset], opts)?,
+            scratch: Tensor::f_empty([offset], opts)?,
             step: 0,
         };
         for i in 0..optim.slots.len() {
@@ -256,22 +260,26 @@ impl AdamW {
         }
         let g = &self.grads;
         let _ = self.exp_avg.f_lerp_(g, 1.0 - c.beta1)?;
-        let _ = self.exp_avg_sq.f_mul_scalar_(c.beta2)?;
-        let _ = self
-            .exp_avg_sq
-            .f_addcmul_(&g.f_mul_scalar(1.0 - c.beta2)?, g)?;
+        // v = b2*v + (1-b2)*g^2 as a lerp towards g^2, staged in the scratch buffer: two passes
+        // and no allocation instead of a scaled temporary plus mul_/addcmul_.
+        let _ = g.f_mul_out(&self.scratch, g)?;
+        let _ = self.exp_avg_sq.f_lerp_(&self.scratch, 1.0 - c.beta2)?;
         let t = self.step as i32;
         let bias_correction1 = 1.0 - c.beta1.powi(t);
         let bias_correction2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
         let step_size = lr / bias_correction1;
-        let denom = self
-            .exp_avg_sq
-            .f_sqrt()?
-            .f_div_scalar_(bias_correction2_sqrt)?
-            .f_add_scalar_(c.eps)?;
+        if step_size == 0.0 {
+            return Ok(()); // lr 0 (first warm-up step): the moments move, the weights do not.
+        }
+        // p -= step_size * m / (sqrt(v)/bc2 + eps), written as p += m / d with
+        // d = sqrt(v) * (-1/(step_size*bc2)) - eps/step_size, so the step size folds into the
+        // denominator (tch's addcdiv_ has no `value`) and no m-sized temporary is needed.
+        let _ = self.exp_avg_sq.f_sqrt_out(&self.scratch)?;
         let _ = self
-            .params
-            .f_addcdiv_(&self.exp_avg.f_mul_scalar(-step_size)?, &denom)?;
+            .scratch
+            .f_mul_scalar_(-1.0 / (step_size * bias_correction2_sqrt))?;
+        let _ = self.scratch.f_add_scalar_(-c.eps / step_size)?;
+        let _ = self.params.f_addcdiv_(&self.exp_avg, &self.scratch)?;
         Ok(())
     }
 
