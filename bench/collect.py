@@ -33,7 +33,8 @@ ROWS = [
     ("peak_rss_mb", "peak RSS MiB", "low", "{:.0f}"),
     ("eval_accuracy", "eval accuracy", "diff", "{:.4f}"),
     ("eval_f1_macro", "eval macro-F1", "diff", "{:.4f}"),
-    ("gpu_peak_mem_mb", "GPU memory peak MiB", "low", "{:.0f}"),
+    ("gpu_peak_mem_mb", "GPU memory peak MiB (torch allocator, refs only)", "low", "{:.0f}"),
+    ("gpu_mem_used_peak_mb", "GPU memory used peak MiB (nvidia-smi, whole process)", "low", "{:.0f}"),
     ("mfu", "MFU (6·params·real tok/s / peak bf16)", "high", "{:.3f}"),
 ]
 
@@ -173,6 +174,8 @@ def main() -> int:
             values[name]["wall_s"] = m["wall_s"]
             values[name]["peak_rss_mb"] = m["peak_rss_mb"]
             values[name]["rc"] = m["rc"]
+            if m.get("gpu_mem_used_peak_mb") is not None:
+                values[name]["gpu_mem_used_peak_mb"] = m["gpu_mem_used_peak_mb"]
     gpu = any(r and r.get("device") == "cuda" for r in refs.values())
 
     cols = [n for n in ("txcat", "recipe", "tuned") if n in impls]
@@ -181,7 +184,7 @@ def main() -> int:
         header += [f"txcat vs {r}" for r in cols if r != "txcat"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for field, label, better, pattern in ROWS:
-        if field in ("gpu_peak_mem_mb", "mfu") and not gpu:
+        if field in ("gpu_peak_mem_mb", "gpu_mem_used_peak_mb", "mfu") and not gpu:
             continue
         cells = [label] + [fmt(values.get(n, {}).get(field), pattern) for n in cols]
         if "txcat" in impls:
@@ -199,7 +202,9 @@ def main() -> int:
                 f"max_length {run.get('max_length')}, seed {run.get('seed')}, threads {run.get('threads')}; "
                 f"precision recipe/tuned: {(refs.get('recipe') or {}).get('precision', '-')}/"
                 f"{(refs.get('tuned') or {}).get('precision', '-')}; "
-                f"torch {any_ref.get('torch', '?')}, transformers {any_ref.get('transformers', '?')}")
+                f"torch {any_ref.get('torch', '?')}, transformers {any_ref.get('transformers', '?')}; "
+                f"load average at start/end: {run.get('loadavg_start', '?')} / "
+                f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     failed = [f"{n} exited {values[n]['rc']}" for n in cols if values.get(n, {}).get("rc")]
     block = [f"### {now} — {machine(list(refs.values()))}", "", settings + ".", ""]
     if failed:
