@@ -237,6 +237,19 @@ impl AdamW {
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<Tensor, OptimError> {
         self.gather_grads()?;
         let _guard = tch::no_grad_guard();
+        if self.on_host() {
+            // SAFETY: `grads` is a contiguous fp32 CPU buffer of `numel` elements that nothing
+            // else reads or writes during this call.
+            let g = unsafe { host_slice(&self.grads) };
+            let norm = host::sum_squares(g).sqrt();
+            if max_norm > 0.0 {
+                let coef = max_norm / (norm + 1e-6);
+                if coef < 1.0 {
+                    host::scale(g, coef as f32);
+                }
+            }
+            return Ok(Tensor::f_from_slice(&[norm as f32])?.f_reshape([])?);
+        }
         let norm = self.grads.f_norm()?;
         if max_norm > 0.0 {
             // clip = min(1, max_norm / (norm + 1e-6)), applied without a host sync.
@@ -252,6 +265,35 @@ impl AdamW {
         let _guard = tch::no_grad_guard();
         self.step += 1;
         let c = self.config;
+        if self.on_host() {
+            let t = self.step as i32;
+            let k = host::Coefficients {
+                beta1: c.beta1 as f32,
+                beta2: c.beta2 as f32,
+                eps: c.eps as f32,
+                bias_correction2_sqrt: (1.0 - c.beta2.powi(t)).sqrt() as f32,
+                step_size: (lr / (1.0 - c.beta1.powi(t))) as f32,
+            };
+            // SAFETY: four distinct contiguous fp32 CPU buffers of the same length, used by
+            // nothing else during the update (autograd is idle between backward and step).
+            let (p, g, m, v) = unsafe {
+                (
+                    host_slice(&self.params),
+                    host_slice(&self.grads),
+                    host_slice(&self.exp_avg),
+                    host_slice(&self.exp_avg_sq),
+                )
+            };
+            let d = self.decay_numel as usize;
+            let (p_decay, p_rest) = p.split_at_mut(d);
+            let (g_decay, g_rest) = g.split_at(d);
+            let (m_decay, m_rest) = m.split_at_mut(d);
+            let (v_decay, v_rest) = v.split_at_mut(d);
+            let decay = (1.0 - lr * c.weight_decay) as f32;
+            host::adamw(p_decay, g_decay, m_decay, v_decay, decay, k);
+            host::adamw(p_rest, g_rest, m_rest, v_rest, 1.0, k);
+            return Ok(());
+        }
         if c.weight_decay != 0.0 && self.decay_numel > 0 {
             let _ = self
                 .params
@@ -281,6 +323,14 @@ impl AdamW {
         let _ = self.scratch.f_add_scalar_(-c.eps / step_size)?;
         let _ = self.params.f_addcdiv_(&self.exp_avg, &self.scratch)?;
         Ok(())
+    }
+
+    /// True when the buffers are fp32 on the CPU: the update then runs as one fused host loop
+    /// ([`host::adamw`]) instead of a chain of whole-buffer tensor kernels.
+    fn on_host(&self) -> bool {
+        self.params.device() == Device::Cpu
+            && self.params.kind() == Kind::Float
+            && self.params.is_contiguous()
     }
 
     /// Zeroes all gradients with one kernel (they are views of the flat buffer).
@@ -357,6 +407,136 @@ impl AdamW {
         }
         self.step = state.step;
         Ok(())
+    }
+}
+
+/// A contiguous fp32 CPU tensor's elements.
+///
+/// # Safety
+/// `t` must be a contiguous `Kind::Float` CPU tensor, and no other reference to its storage may
+/// be used while the slice lives.
+#[allow(clippy::mut_from_ref)]
+unsafe fn host_slice(t: &Tensor) -> &mut [f32] {
+    std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel())
+}
+
+/// The CPU update as single passes over the flat buffers, split across libtorch's thread count.
+///
+/// The tensor-kernel version reads and writes every buffer about ten times per step (lerp, mul,
+/// addcmul, sqrt, div, add, addcdiv, plus temporaries); for models whose embeddings dominate the
+/// parameter count that was more than half of a CPU training step. Here each element of
+/// `p, g, m, v` is loaded once and `p, m, v` stored once, with PyTorch's operation order.
+mod host {
+    /// Scalars of one AdamW step.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Coefficients {
+        pub beta1: f32,
+        pub beta2: f32,
+        pub eps: f32,
+        pub bias_correction2_sqrt: f32,
+        /// `lr / (1 - beta1^t)`.
+        pub step_size: f32,
+    }
+
+    /// Below this many elements a step stays on the calling thread.
+    const PARALLEL_MIN: usize = 1 << 16;
+
+    fn threads_for(len: usize) -> usize {
+        if len < PARALLEL_MIN {
+            1
+        } else {
+            (tch::get_num_threads().max(1) as usize).min(len / PARALLEL_MIN + 1)
+        }
+    }
+
+    /// `p *= decay; m = lerp(m, g, 1-b1); v = b2*v + (1-b2)*g*g;
+    /// p -= step_size * m / (sqrt(v)/bc2 + eps)`, element-wise.
+    pub fn adamw(
+        p: &mut [f32],
+        g: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        decay: f32,
+        k: Coefficients,
+    ) {
+        let n = threads_for(p.len());
+        if n <= 1 {
+            return adamw_serial(p, g, m, v, decay, k);
+        }
+        let chunk = p.len().div_ceil(n);
+        std::thread::scope(|scope| {
+            for (((p, g), m), v) in p
+                .chunks_mut(chunk)
+                .zip(g.chunks(chunk))
+                .zip(m.chunks_mut(chunk))
+                .zip(v.chunks_mut(chunk))
+            {
+                scope.spawn(move || adamw_serial(p, g, m, v, decay, k));
+            }
+        });
+    }
+
+    fn adamw_serial(
+        p: &mut [f32],
+        g: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        decay: f32,
+        k: Coefficients,
+    ) {
+        let w1 = 1.0 - k.beta1;
+        let w2 = 1.0 - k.beta2;
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            // torch.lerp with weight < 0.5: start + weight * (end - start).
+            let mi = *m + w1 * (g - *m);
+            let vi = *v * k.beta2 + w2 * (g * g);
+            let denom = vi.sqrt() / k.bias_correction2_sqrt + k.eps;
+            *p = *p * decay - k.step_size * (mi / denom);
+            *m = mi;
+            *v = vi;
+        }
+    }
+
+    /// Sum of squares in f64 (one pass).
+    pub fn sum_squares(g: &[f32]) -> f64 {
+        let n = threads_for(g.len());
+        let serial = |g: &[f32]| -> f64 {
+            // Eight f32 lanes per f64 partial keeps the loop vectorisable and accurate.
+            let mut acc = 0.0f64;
+            for block in g.chunks(1024) {
+                acc += block.iter().map(|&x| x * x).sum::<f32>() as f64;
+            }
+            acc
+        };
+        if n <= 1 {
+            return serial(g);
+        }
+        let chunk = g.len().div_ceil(n);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = g
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || serial(part)))
+                .collect();
+            parts
+                .into_iter()
+                .map(|h| h.join().unwrap_or(f64::NAN))
+                .sum()
+        })
+    }
+
+    /// `g *= coef`.
+    pub fn scale(g: &mut [f32], coef: f32) {
+        let n = threads_for(g.len());
+        if n <= 1 {
+            g.iter_mut().for_each(|x| *x *= coef);
+            return;
+        }
+        let chunk = g.len().div_ceil(n);
+        std::thread::scope(|scope| {
+            for part in g.chunks_mut(chunk) {
+                scope.spawn(move || part.iter_mut().for_each(|x| *x *= coef));
+            }
+        });
     }
 }
 
