@@ -42,9 +42,10 @@ if [ "${1:-}" = --prepare ]; then
   "$TXCAT_PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$KIT/wheels" "${pins[@]}"
-  # datasets needs pyarrow>=24; carried as a fallback, installed only if the image's is too old.
-  mkdir -p "$KIT/fallback"
-  "$TXCAT_PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  # datasets needs pyarrow>=24. The GPU image (2026-11) is expected to have it; a fallback wheel
+  # (~46 MB, installed there only if datasets fails to import) is carried with
+  # BENCH_KIT_PYARROW=1 -- it brings the kit close to the 64 MiB a call may carry.
+  [ "${BENCH_KIT_PYARROW:-0}" = 1 ] && mkdir -p "$KIT/fallback" && "$TXCAT_PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$KIT/fallback" "pyarrow==$("$TXCAT_PY" -c "import importlib.metadata as m; print(m.version('pyarrow'))")"
   du -sh "$KIT" >&2
