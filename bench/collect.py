@@ -6,8 +6,8 @@
 RUN_DIR holds, per implementation NAME in (txcat, recipe, tuned):
   NAME.measure.json  wall time and peak RSS measured from outside (measure.py), for all three alike;
   NAME.json          the Python references' own report (reference/common.py);
-  txcat/output/data/metrics.json and txcat.log  what txcat wrote: values are looked up by the key
-                     names in TXCAT_KEYS, first in metrics.json, then as `name=value` in the log;
+  txcat/output/data/run_summary.json, metrics.json, txcat.log  what txcat wrote: values are looked up by
+                     the key names in TXCAT_KEYS, in that order (the log as `name=value`);
   run.json           the run's settings (written by bench/run).
 Ratios are "txcat's advantage": txcat/ref for rates, ref/txcat for times and memory, so a number
 above 1 always means txcat did better; accuracy and macro-F1 show the difference txcat - ref.
@@ -33,18 +33,20 @@ ROWS = [
     ("peak_rss_mb", "peak RSS MiB", "low", "{:.0f}"),
     ("eval_accuracy", "eval accuracy", "diff", "{:.4f}"),
     ("eval_f1_macro", "eval macro-F1", "diff", "{:.4f}"),
-    ("gpu_peak_mem_mb", "GPU memory peak MiB", "low", "{:.0f}"),
+    ("gpu_peak_mem_mb", "GPU memory peak MiB (torch allocator, refs only)", "low", "{:.0f}"),
+    ("gpu_mem_used_peak_mb", "GPU memory used peak MiB (nvidia-smi, whole process)", "low", "{:.0f}"),
     ("mfu", "MFU (6·params·real tok/s / peak bf16)", "high", "{:.3f}"),
 ]
 
-# Names txcat may use for each field, in metrics.json (any depth; the last list item wins, so a
-# history's final entry is preferred) or as `name=value` in its log.
+# Names txcat uses for each field, looked up in run_summary.json, then metrics.json (any depth; the
+# last list item wins, so a history's final entry is preferred), then as `name=value` in its log.
+# Throughput is the steady-state figure (after min(20, steps/10) warm-up steps, evaluation
+# excluded), the same window the references time; txcat's whole-run `train_samples_per_second`
+# (which includes warm-up and evaluation) is deliberately not used.
 TXCAT_KEYS = {
-    "train_samples_per_s": ["train_samples_per_second", "train_samples_per_s", "samples_per_second"],
-    "train_real_tokens_per_s": ["train_real_tokens_per_second", "train_real_tokens_per_s",
-                                "real_tokens_per_second", "train_tokens_per_second"],
-    "train_padded_tokens_per_s": ["train_padded_tokens_per_second", "train_padded_tokens_per_s",
-                                  "padded_tokens_per_second"],
+    "train_samples_per_s": ["train_steady_samples_per_second"],
+    "train_real_tokens_per_s": ["train_steady_real_tokens_per_second"],
+    "train_padded_tokens_per_s": ["train_steady_padded_tokens_per_second"],
     "padding_efficiency": ["padding_efficiency", "train_padding_efficiency"],
     "preprocess_s": ["preprocess_seconds", "preprocess_s", "preprocessing_seconds"],
     "eval_accuracy": ["eval_accuracy"],
@@ -88,7 +90,9 @@ def from_log(text, names):
 
 
 def txcat_values(run_dir, ref_for_params):
-    metrics = load(os.path.join(run_dir, "txcat", "output", "data", "metrics.json")) or {}
+    data_dir = os.path.join(run_dir, "txcat", "output", "data")
+    summary = load(os.path.join(data_dir, "run_summary.json")) or {}
+    metrics = load(os.path.join(data_dir, "metrics.json")) or {}
     try:
         with open(os.path.join(run_dir, "txcat.log"), errors="replace") as f:
             log = f.read()
@@ -96,9 +100,13 @@ def txcat_values(run_dir, ref_for_params):
         log = ""
     v = {}
     for field, names in TXCAT_KEYS.items():
-        x = find_key(metrics, names)
+        x = find_key(summary, names)
+        if x is None:
+            x = find_key(metrics, names)
         v[field] = x if x is not None else from_log(log, names)
-    rows = (ref_for_params or {}).get("rows_train", 0) + (ref_for_params or {}).get("rows_eval", 0)
+    rows = (summary.get("train_rows") or 0) + (summary.get("eval_rows") or 0)
+    if not rows:
+        rows = (ref_for_params or {}).get("rows_train", 0) + (ref_for_params or {}).get("rows_eval", 0)
     if v.get("preprocess_s") and rows:
         v["preprocess_rows_per_s"] = rows / v["preprocess_s"]
     # Same model and labels as the references, so their parameter count applies.
@@ -166,6 +174,8 @@ def main() -> int:
             values[name]["wall_s"] = m["wall_s"]
             values[name]["peak_rss_mb"] = m["peak_rss_mb"]
             values[name]["rc"] = m["rc"]
+            if m.get("gpu_mem_used_peak_mb") is not None:
+                values[name]["gpu_mem_used_peak_mb"] = m["gpu_mem_used_peak_mb"]
     gpu = any(r and r.get("device") == "cuda" for r in refs.values())
 
     cols = [n for n in ("txcat", "recipe", "tuned") if n in impls]
@@ -174,7 +184,7 @@ def main() -> int:
         header += [f"txcat vs {r}" for r in cols if r != "txcat"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for field, label, better, pattern in ROWS:
-        if field in ("gpu_peak_mem_mb", "mfu") and not gpu:
+        if field in ("gpu_peak_mem_mb", "gpu_mem_used_peak_mb", "mfu") and not gpu:
             continue
         cells = [label] + [fmt(values.get(n, {}).get(field), pattern) for n in cols]
         if "txcat" in impls:
@@ -192,7 +202,9 @@ def main() -> int:
                 f"max_length {run.get('max_length')}, seed {run.get('seed')}, threads {run.get('threads')}; "
                 f"precision recipe/tuned: {(refs.get('recipe') or {}).get('precision', '-')}/"
                 f"{(refs.get('tuned') or {}).get('precision', '-')}; "
-                f"torch {any_ref.get('torch', '?')}, transformers {any_ref.get('transformers', '?')}")
+                f"torch {any_ref.get('torch', '?')}, transformers {any_ref.get('transformers', '?')}; "
+                f"load average at start/end: {run.get('loadavg_start', '?')} / "
+                f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     failed = [f"{n} exited {values[n]['rc']}" for n in cols if values.get(n, {}).get("rc")]
     block = [f"### {now} — {machine(list(refs.values()))}", "", settings + ".", ""]
     if failed:

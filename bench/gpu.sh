@@ -8,7 +8,12 @@
 #   binary, the MiniLM tokenizer files (for the random model), and wheels of `datasets` and the
 #   two pure-Python packages it needs (dill, multiprocess), for Python 3.12.
 # There (repo root, with .dev/gpu-kit carried along):   bench/gpu.sh [--rows 50000] [--epochs 1]
-#       [--batch-size 32] [--impls txcat,recipe,tuned]
+#       [--batch-size 32] [--model base] [--impls txcat,recipe,tuned]
+# Here, to check everything but the GPU itself:          bench/gpu.sh --cpu-smoke
+#   runs the same steps with the kit's binary and tokenizer on a tiny model, 300 rows, CPU, the
+#   dev venv's python, nothing recorded (the kit must be prepared first).
+# Python: /opt/torch/.venv/bin/python3 when it exists (the GPU image's torch), else python3, or
+#   BENCH_PY.
 #   runs txcat with LD_LIBRARY_PATH pointing at that machine's torch/lib, prints the table plus GPU
 #   memory peak and MFU (6 x params x real tokens/s / peak bf16 FLOP/s by GPU name), appends it to
 #   bench/RESULTS.md there, and copies the table and JSON reports to $OUT when $OUT is set.
@@ -23,7 +28,8 @@ if [ "${1:-}" = --prepare ]; then
   setup_test
   (cd "$REPO" && cargo build --locked --release --bin txcat)
   rm -rf "$KIT" && mkdir -p "$KIT/tokenizer" "$KIT/wheels"
-  cp "$REPO/target/release/txcat" "$KIT/txcat"
+  # Debug info makes the release binary ~100 MB; a call may carry 64 MiB, so ship it stripped.
+  objcopy --strip-debug "$REPO/target/release/txcat" "$KIT/txcat"
   tok="$(minilm_dir)"
   for f in tokenizer.json tokenizer_config.json vocab.txt special_tokens_map.json; do
     cp "$tok/$f" "$KIT/tokenizer/"
@@ -36,14 +42,22 @@ if [ "${1:-}" = --prepare ]; then
   "$TXCAT_PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$KIT/wheels" "${pins[@]}"
+  # datasets needs pyarrow>=24. The GPU image (2026-11) is expected to have it; a fallback wheel
+  # (~46 MB, installed there only if datasets fails to import) is carried with
+  # BENCH_KIT_PYARROW=1 -- it brings the kit close to the 64 MiB a call may carry.
+  [ "${BENCH_KIT_PYARROW:-0}" = 1 ] && mkdir -p "$KIT/fallback" && "$TXCAT_PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d "$KIT/fallback" "pyarrow==$("$TXCAT_PY" -c "import importlib.metadata as m; print(m.version('pyarrow'))")"
   du -sh "$KIT" >&2
   echo "prepared $KIT; on the GPU machine run bench/gpu.sh with .dev/gpu-kit carried along" >&2
   exit 0
 fi
 
-rows=50000 epochs=1 batch=32 impls="txcat,recipe,tuned"
+rows=50000 epochs=1 batch=32 impls="txcat,recipe,tuned" model=base smoke=0
 while [ $# -gt 0 ]; do
   case "$1" in
+    --cpu-smoke) smoke=1; rows=300; model=tiny; shift ;;
+    --model) model="$2"; shift 2 ;;
     --rows) rows="$2"; shift 2 ;;
     --epochs) epochs="$2"; shift 2 ;;
     --batch-size) batch="$2"; shift 2 ;;
@@ -53,23 +67,53 @@ while [ $# -gt 0 ]; do
 done
 [ -d "$KIT" ] || { echo "bench/gpu.sh: $KIT missing; run bench/gpu.sh --prepare on the dev machine and carry .dev/gpu-kit" >&2; exit 2; }
 start=$(date +%s)
-PY="${BENCH_PY:-python3}"
-"$PY" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device visible"; print("torch", torch.__version__, torch.cuda.get_device_name(0))'
-if ! "$PY" -c 'import datasets' 2>/dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/bench-site "$KIT"/wheels/*.whl
-  export PYTHONPATH="/tmp/bench-site${PYTHONPATH:+:$PYTHONPATH}"
+for f in txcat tokenizer/tokenizer.json; do
+  [ -e "$KIT/$f" ] || { echo "bench/gpu.sh: $KIT/$f missing; rerun bench/gpu.sh --prepare" >&2; exit 2; }
+done
+if [ "$smoke" = 1 ]; then
+  # shellcheck source=../scripts/lib.sh
+  source "$REPO/scripts/lib.sh"
+  setup_test
+  set -euo pipefail
+  PY="${BENCH_PY:-$TXCAT_PY}"
+  # The wheels are for the GPU image's Python 3.12: check they are whole, do not install them.
+  for w in "$KIT"/wheels/*.whl; do "$PY" -m zipfile -t "$w" >/dev/null; done
+  ls "$KIT"/wheels/datasets-*.whl "$KIT"/wheels/dill-*.whl "$KIT"/wheels/multiprocess-*.whl >/dev/null
+  export CUDA_VISIBLE_DEVICES=""
+else
+  if [ -n "${BENCH_PY:-}" ]; then PY="$BENCH_PY"
+  elif [ -x /opt/torch/.venv/bin/python3 ]; then PY=/opt/torch/.venv/bin/python3
+  else PY=python3
+  fi
+  "$PY" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device visible"; print("torch", torch.__version__, torch.cuda.get_device_name(0))'
+  if ! "$PY" -c 'import datasets' 2>/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/bench-site "$KIT"/wheels/*.whl
+    export PYTHONPATH="/tmp/bench-site${PYTHONPATH:+:$PYTHONPATH}"
+    if ! "$PY" -c 'import datasets' 2>/dev/null && ls "$KIT"/fallback/pyarrow-*.whl >/dev/null 2>&1; then
+      echo "bench/gpu.sh: datasets does not import with this image's pyarrow; installing the carried one" >&2
+      "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/bench-site "$KIT"/fallback/pyarrow-*.whl
+    fi
+  fi
 fi
+echo "python: $PY ($("$PY" -c 'import sys; print(sys.version.split()[0])'))"
 "$PY" -c 'import datasets, pandas, pyarrow, accelerate, sklearn, transformers as t; print("transformers", t.__version__, "datasets", datasets.__version__, "pyarrow", pyarrow.__version__)'
 torch_lib="$("$PY" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
 export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export BENCH_PY="$PY" TXCAT_BIN="$KIT/txcat" BENCH_TOKENIZER_DIR="$KIT/tokenizer"
+"$TXCAT_BIN" --version >/dev/null 2>&1 || "$TXCAT_BIN" --help >/dev/null || {
+  echo "bench/gpu.sh: $TXCAT_BIN does not start with libtorch from $torch_lib" >&2; exit 2; }
 # Three runs in 8 minutes: each implementation gets at most 150 s.
 export BENCH_TIMEOUT="${BENCH_TIMEOUT:-150}"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+[ "$smoke" = 1 ] || nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
 run_dir="$REPO/bench/out/gpu-$(date -u +%Y%m%d-%H%M%S)"
-"$BENCH_DIR/run" --model base --rows "$rows" --epochs "$epochs" --batch-size "$batch" --lr 5e-5 \
-  --threads "$(nproc)" --impls "$impls" --out "$run_dir" \
+extra=()
+if [ "$smoke" = 1 ]; then
+  run_dir="$REPO/bench/out/gpu-smoke"
+  extra=(--no-record)
+fi
+"$BENCH_DIR/run" --model "$model" --rows "$rows" --epochs "$epochs" --batch-size "$batch" --lr 5e-5 \
+  --threads "$(nproc)" --impls "$impls" --out "$run_dir" "${extra[@]}" \
   --note "GPU run (bench/gpu.sh): distilbert-base-sized random model, throughput only; accuracy after $epochs epoch(s) of a random-init model is not meaningful."
 echo "bench/gpu.sh: done in $(( $(date +%s) - start )) s" >&2
 if [ -n "${OUT:-}" ]; then
@@ -78,4 +122,6 @@ if [ -n "${OUT:-}" ]; then
     [ -f "$run_dir/$f" ] && cp "$run_dir/$f" "$OUT/" || true
   done
   [ -f "$run_dir/txcat/output/data/metrics.json" ] && cp "$run_dir/txcat/output/data/metrics.json" "$OUT/txcat-metrics.json" || true
+  [ -f "$run_dir/txcat/output/data/run_summary.json" ] && cp "$run_dir/txcat/output/data/run_summary.json" "$OUT/txcat-run_summary.json" || true
+  cp "$REPO/bench/RESULTS.md" "$OUT/RESULTS.md" 2>/dev/null || true
 fi

@@ -220,6 +220,121 @@ pub struct TrainOutcome {
     pub runtime_s: f64,
     pub samples_per_second: f64,
     pub padding_efficiency: f64,
+    /// Throughput after the warm-up steps with evaluation time left out (see [`SteadyClock`]).
+    pub steady: SteadyThroughput,
+}
+
+/// Training throughput over the optimizer steps after a warm-up, evaluation time excluded; the
+/// rates are 0 when no step was timed (runs of one step).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct SteadyThroughput {
+    /// Optimizer steps left out at the start (`min(20, total_steps / 10)`, at least 1).
+    pub warmup_steps_excluded: u64,
+    pub timed_steps: u64,
+    pub timed_seconds: f64,
+    pub samples_per_second: f64,
+    /// Attention-mask ones per second.
+    pub real_tokens_per_second: f64,
+    /// Batch rows x batch width per second.
+    pub padded_tokens_per_second: f64,
+}
+
+/// Times optimizer steps after a warm-up, as the Python references do: the clock starts at the end
+/// of step `warmup` (counted from this run's first step) and pauses across evaluations. On CUDA
+/// the device is synchronised only where the clock starts, pauses and stops, so steps stay
+/// asynchronous in between.
+struct SteadyClock {
+    device: Device,
+    warmup: u64,
+    steps: u64,
+    running_since: Option<Instant>,
+    seconds: f64,
+    timed_steps: u64,
+    rows: u64,
+    real: u64,
+    padded: u64,
+}
+
+impl SteadyClock {
+    fn new(device: Device, total_steps: u64) -> Self {
+        Self {
+            device,
+            warmup: (total_steps / 10).clamp(1, 20),
+            steps: 0,
+            running_since: None,
+            seconds: 0.0,
+            timed_steps: 0,
+            rows: 0,
+            real: 0,
+            padded: 0,
+        }
+    }
+
+    fn sync(&self) {
+        if let Device::Cuda(i) = self.device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    }
+
+    /// True while the steps being run are timed (their batches count).
+    fn timing(&self) -> bool {
+        self.steps >= self.warmup
+    }
+
+    /// Counts one micro-batch of the current optimizer step.
+    fn add_batch(&mut self, rows: usize, real: usize, padded: usize) {
+        if self.timing() {
+            self.rows += rows as u64;
+            self.real += real as u64;
+            self.padded += padded as u64;
+        }
+    }
+
+    /// Marks the end of an optimizer step.
+    fn step_done(&mut self) {
+        if self.timing() {
+            self.timed_steps += 1;
+        }
+        self.steps += 1;
+        if self.steps == self.warmup {
+            self.sync();
+            self.running_since = Some(Instant::now());
+        }
+    }
+
+    /// Stops the clock (before an evaluation or at the end).
+    fn pause(&mut self) {
+        if let Some(t) = self.running_since.take() {
+            self.sync();
+            self.seconds += t.elapsed().as_secs_f64();
+        }
+    }
+
+    /// Restarts the clock after [`SteadyClock::pause`] once the warm-up is over.
+    fn resume(&mut self) {
+        if self.timing() && self.running_since.is_none() {
+            self.running_since = Some(Instant::now());
+        }
+    }
+
+    fn finish(&mut self) -> SteadyThroughput {
+        self.pause();
+        let rate = |n: u64| {
+            if self.seconds > 0.0 && self.timed_steps > 0 {
+                n as f64 / self.seconds
+            } else {
+                0.0
+            }
+        };
+        SteadyThroughput {
+            warmup_steps_excluded: self.warmup,
+            timed_steps: self.timed_steps,
+            timed_seconds: self.seconds,
+            samples_per_second: rate(self.rows),
+            real_tokens_per_second: rate(self.real),
+            padded_tokens_per_second: rate(self.padded),
+        }
+    }
 }
 
 /// Mixes seed, epoch and batch into a libtorch seed (SplitMix64 finaliser).
@@ -530,6 +645,7 @@ pub fn fit<M: ClassifierModel>(
     let run_start = Instant::now();
     let start_step = state.global_step;
     let mut rows_seen = 0u64;
+    let mut steady = SteadyClock::new(device, plan.total_steps);
 
     // Fails when a loss was non-finite (fp16 leaves that to the scaler).
     let check_finite = |sums: &DeviceSums| -> Result<(), TrainError> {
@@ -627,6 +743,7 @@ pub fn fit<M: ClassifierModel>(
                 window.padding.add(b.real_tokens, b.padded_tokens);
                 epoch_padding.add(b.real_tokens, b.padded_tokens);
                 total_padding.add(b.real_tokens, b.padded_tokens);
+                steady.add_batch(b.rows, b.real_tokens, b.padded_tokens);
                 state.batch_in_epoch = batch_index + 1;
                 if batch_index + 1 != group_end {
                     continue;
@@ -654,6 +771,7 @@ pub fn fit<M: ClassifierModel>(
                 }
                 optimizer.zero_grad()?;
                 state.global_step += 1;
+                steady.step_done();
                 progress.set_position(state.global_step);
                 if consecutive_skips >= MAX_CONSECUTIVE_SKIPS {
                     return Err(TrainError::ScalingFailed {
@@ -761,6 +879,7 @@ pub fn fit<M: ClassifierModel>(
             && last_eval_step != Some(step)
             && (epoch_end || eval_now || step >= plan.total_steps);
         if should_eval {
+            steady.pause();
             let report = evaluate(
                 &*model,
                 eval,
@@ -805,6 +924,7 @@ pub fn fit<M: ClassifierModel>(
                 early_stop = patience > 0 && state.evals_without_improvement >= patience;
             }
             last_report = Some(report);
+            steady.resume();
         }
         if epoch_end {
             state.epoch += 1;
@@ -844,6 +964,7 @@ pub fn fit<M: ClassifierModel>(
         }
     }
     progress.finish_and_clear();
+    let steady = steady.finish();
     // Rows of a partial window still count toward the mean training loss.
     let pending_rows = window.rows;
     drain(&mut sums, &mut state, pending_rows)?;
@@ -904,6 +1025,18 @@ pub fn fit<M: ClassifierModel>(
                 rows_seen as f64 / runtime_s.max(1e-9)
             ),
             ("padding_efficiency".to_string(), total_padding.efficiency()),
+            (
+                "train_steady_samples_per_second".to_string(),
+                steady.samples_per_second
+            ),
+            (
+                "train_steady_real_tokens_per_second".to_string(),
+                steady.real_tokens_per_second
+            ),
+            (
+                "train_steady_padded_tokens_per_second".to_string(),
+                steady.padded_tokens_per_second
+            ),
         ])
     );
     Ok(TrainOutcome {
@@ -915,6 +1048,7 @@ pub fn fit<M: ClassifierModel>(
         runtime_s,
         samples_per_second: rows_seen as f64 / runtime_s.max(1e-9),
         padding_efficiency: total_padding.efficiency(),
+        steady,
         state,
     })
 }

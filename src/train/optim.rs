@@ -111,6 +111,9 @@ pub struct AdamW {
     grads: Tensor,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
+    /// Per-step workspace `[total_numel]` (g^2, then the denominator), kept so steps allocate
+    /// nothing.
+    scratch: Tensor,
     step: u64,
 }
 
@@ -169,6 +172,7 @@ impl AdamW {
             grads: Tensor::f_zeros([offset], opts)?,
             exp_avg: Tensor::f_zeros([offset], opts)?,
             exp_avg_sq: Tensor::f_zeros([offset], opts)?,
+            scratch: Tensor::f_empty([offset], opts)?,
             step: 0,
         };
         for i in 0..optim.slots.len() {
@@ -233,6 +237,19 @@ impl AdamW {
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<Tensor, OptimError> {
         self.gather_grads()?;
         let _guard = tch::no_grad_guard();
+        if self.on_host() {
+            // SAFETY: `grads` is a contiguous fp32 CPU buffer of `numel` elements that nothing
+            // else reads or writes during this call.
+            let g = unsafe { host_slice(&self.grads) };
+            let norm = host::sum_squares(g).sqrt();
+            if max_norm > 0.0 {
+                let coef = max_norm / (norm + 1e-6);
+                if coef < 1.0 {
+                    host::scale(g, coef as f32);
+                }
+            }
+            return Ok(Tensor::f_from_slice(&[norm as f32])?.f_reshape([])?);
+        }
         let norm = self.grads.f_norm()?;
         if max_norm > 0.0 {
             // clip = min(1, max_norm / (norm + 1e-6)), applied without a host sync.
@@ -248,6 +265,35 @@ impl AdamW {
         let _guard = tch::no_grad_guard();
         self.step += 1;
         let c = self.config;
+        if self.on_host() {
+            let t = self.step as i32;
+            let k = host::Coefficients {
+                beta1: c.beta1 as f32,
+                beta2: c.beta2 as f32,
+                eps: c.eps as f32,
+                bias_correction2_sqrt: (1.0 - c.beta2.powi(t)).sqrt() as f32,
+                step_size: (lr / (1.0 - c.beta1.powi(t))) as f32,
+            };
+            // SAFETY: four distinct contiguous fp32 CPU buffers of the same length, used by
+            // nothing else during the update (autograd is idle between backward and step).
+            let (p, g, m, v) = unsafe {
+                (
+                    host_slice(&self.params),
+                    host_slice(&self.grads),
+                    host_slice(&self.exp_avg),
+                    host_slice(&self.exp_avg_sq),
+                )
+            };
+            let d = self.decay_numel as usize;
+            let (p_decay, p_rest) = p.split_at_mut(d);
+            let (g_decay, g_rest) = g.split_at(d);
+            let (m_decay, m_rest) = m.split_at_mut(d);
+            let (v_decay, v_rest) = v.split_at_mut(d);
+            let decay = (1.0 - lr * c.weight_decay) as f32;
+            host::adamw(p_decay, g_decay, m_decay, v_decay, decay, k);
+            host::adamw(p_rest, g_rest, m_rest, v_rest, 1.0, k);
+            return Ok(());
+        }
         if c.weight_decay != 0.0 && self.decay_numel > 0 {
             let _ = self
                 .params
@@ -256,23 +302,35 @@ impl AdamW {
         }
         let g = &self.grads;
         let _ = self.exp_avg.f_lerp_(g, 1.0 - c.beta1)?;
-        let _ = self.exp_avg_sq.f_mul_scalar_(c.beta2)?;
-        let _ = self
-            .exp_avg_sq
-            .f_addcmul_(&g.f_mul_scalar(1.0 - c.beta2)?, g)?;
+        // v = b2*v + (1-b2)*g^2 as a lerp towards g^2, staged in the scratch buffer: two passes
+        // and no allocation instead of a scaled temporary plus mul_/addcmul_.
+        let _ = g.f_mul_out(&self.scratch, g)?;
+        let _ = self.exp_avg_sq.f_lerp_(&self.scratch, 1.0 - c.beta2)?;
         let t = self.step as i32;
         let bias_correction1 = 1.0 - c.beta1.powi(t);
         let bias_correction2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
         let step_size = lr / bias_correction1;
-        let denom = self
-            .exp_avg_sq
-            .f_sqrt()?
-            .f_div_scalar_(bias_correction2_sqrt)?
-            .f_add_scalar_(c.eps)?;
+        if step_size == 0.0 {
+            return Ok(()); // lr 0 (first warm-up step): the moments move, the weights do not.
+        }
+        // p -= step_size * m / (sqrt(v)/bc2 + eps), written as p += m / d with
+        // d = sqrt(v) * (-1/(step_size*bc2)) - eps/step_size, so the step size folds into the
+        // denominator (tch's addcdiv_ has no `value`) and no m-sized temporary is needed.
+        let _ = self.exp_avg_sq.f_sqrt_out(&self.scratch)?;
         let _ = self
-            .params
-            .f_addcdiv_(&self.exp_avg.f_mul_scalar(-step_size)?, &denom)?;
+            .scratch
+            .f_mul_scalar_(-1.0 / (step_size * bias_correction2_sqrt))?;
+        let _ = self.scratch.f_add_scalar_(-c.eps / step_size)?;
+        let _ = self.params.f_addcdiv_(&self.exp_avg, &self.scratch)?;
         Ok(())
+    }
+
+    /// True when the buffers are fp32 on the CPU: the update then runs as one fused host loop
+    /// ([`host::adamw`]) instead of a chain of whole-buffer tensor kernels.
+    fn on_host(&self) -> bool {
+        self.params.device() == Device::Cpu
+            && self.params.kind() == Kind::Float
+            && self.params.is_contiguous()
     }
 
     /// Zeroes all gradients with one kernel (they are views of the flat buffer).
@@ -352,6 +410,136 @@ impl AdamW {
     }
 }
 
+/// A contiguous fp32 CPU tensor's elements.
+///
+/// # Safety
+/// `t` must be a contiguous `Kind::Float` CPU tensor, and no other reference to its storage may
+/// be used while the slice lives.
+#[allow(clippy::mut_from_ref)]
+unsafe fn host_slice(t: &Tensor) -> &mut [f32] {
+    std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel())
+}
+
+/// The CPU update as single passes over the flat buffers, split across libtorch's thread count.
+///
+/// The tensor-kernel version reads and writes every buffer about ten times per step (lerp, mul,
+/// addcmul, sqrt, div, add, addcdiv, plus temporaries); for models whose embeddings dominate the
+/// parameter count that was more than half of a CPU training step. Here each element of
+/// `p, g, m, v` is loaded once and `p, m, v` stored once, with PyTorch's operation order.
+mod host {
+    /// Scalars of one AdamW step.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Coefficients {
+        pub beta1: f32,
+        pub beta2: f32,
+        pub eps: f32,
+        pub bias_correction2_sqrt: f32,
+        /// `lr / (1 - beta1^t)`.
+        pub step_size: f32,
+    }
+
+    /// Below this many elements a step stays on the calling thread.
+    const PARALLEL_MIN: usize = 1 << 16;
+
+    fn threads_for(len: usize) -> usize {
+        if len < PARALLEL_MIN {
+            1
+        } else {
+            (tch::get_num_threads().max(1) as usize).min(len / PARALLEL_MIN + 1)
+        }
+    }
+
+    /// `p *= decay; m = lerp(m, g, 1-b1); v = b2*v + (1-b2)*g*g;
+    /// p -= step_size * m / (sqrt(v)/bc2 + eps)`, element-wise.
+    pub fn adamw(
+        p: &mut [f32],
+        g: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        decay: f32,
+        k: Coefficients,
+    ) {
+        let n = threads_for(p.len());
+        if n <= 1 {
+            return adamw_serial(p, g, m, v, decay, k);
+        }
+        let chunk = p.len().div_ceil(n);
+        std::thread::scope(|scope| {
+            for (((p, g), m), v) in p
+                .chunks_mut(chunk)
+                .zip(g.chunks(chunk))
+                .zip(m.chunks_mut(chunk))
+                .zip(v.chunks_mut(chunk))
+            {
+                scope.spawn(move || adamw_serial(p, g, m, v, decay, k));
+            }
+        });
+    }
+
+    fn adamw_serial(
+        p: &mut [f32],
+        g: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        decay: f32,
+        k: Coefficients,
+    ) {
+        let w1 = 1.0 - k.beta1;
+        let w2 = 1.0 - k.beta2;
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            // torch.lerp with weight < 0.5: start + weight * (end - start).
+            let mi = *m + w1 * (g - *m);
+            let vi = *v * k.beta2 + w2 * (g * g);
+            let denom = vi.sqrt() / k.bias_correction2_sqrt + k.eps;
+            *p = *p * decay - k.step_size * (mi / denom);
+            *m = mi;
+            *v = vi;
+        }
+    }
+
+    /// Sum of squares in f64 (one pass).
+    pub fn sum_squares(g: &[f32]) -> f64 {
+        let n = threads_for(g.len());
+        let serial = |g: &[f32]| -> f64 {
+            // Eight f32 lanes per f64 partial keeps the loop vectorisable and accurate.
+            let mut acc = 0.0f64;
+            for block in g.chunks(1024) {
+                acc += block.iter().map(|&x| x * x).sum::<f32>() as f64;
+            }
+            acc
+        };
+        if n <= 1 {
+            return serial(g);
+        }
+        let chunk = g.len().div_ceil(n);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = g
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || serial(part)))
+                .collect();
+            parts
+                .into_iter()
+                .map(|h| h.join().unwrap_or(f64::NAN))
+                .sum()
+        })
+    }
+
+    /// `g *= coef`.
+    pub fn scale(g: &mut [f32], coef: f32) {
+        let n = threads_for(g.len());
+        if n <= 1 {
+            g.iter_mut().for_each(|x| *x *= coef);
+            return;
+        }
+        let chunk = g.len().div_ceil(n);
+        std::thread::scope(|scope| {
+            for part in g.chunks_mut(chunk) {
+                scope.spawn(move || part.iter_mut().for_each(|x| *x *= coef));
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,6 +564,54 @@ mod tests {
         ] {
             assert!(decays(name), "{name} must decay");
         }
+    }
+
+    /// The fused CPU loop (fp32) and the tensor-kernel path (taken here for fp64, as on CUDA)
+    /// must compute the same AdamW + clipping, weight decay and lr-0 steps included.
+    #[test]
+    fn host_update_matches_tensor_kernel_path() {
+        let run = |kind: Kind| -> Vec<f64> {
+            let mut vs = nn::VarStore::new(Device::Cpu);
+            let init = Tensor::from_slice(&[0.5f64, -1.0, 2.0, 0.25, -0.75, 1.5]);
+            let w = vs
+                .root()
+                .sub("classifier")
+                .var_copy("weight", &init.view([2, 3]));
+            let b = vs
+                .root()
+                .sub("classifier")
+                .var_copy("bias", &init.narrow(0, 0, 2));
+            vs.set_kind(kind);
+            let config = AdamWConfig {
+                weight_decay: 0.1,
+                ..AdamWConfig::default()
+            };
+            let mut opt = AdamW::new(&vs, config).unwrap();
+            assert_eq!(opt.on_host(), kind == Kind::Float);
+            let x = Tensor::from_slice(&[1.0f64, -2.0, 3.0]).to_kind(kind);
+            for (step, lr) in [0.0, 0.05, 0.02, 0.01].into_iter().enumerate() {
+                let y = w.matmul(&x) + &b;
+                let loss = (&y * &y).sum(kind) * (step as f64 + 1.0);
+                loss.backward();
+                // Large gradients: the first clipped steps exercise the scaling pass.
+                let _ = opt.clip_grad_norm(1.0).unwrap();
+                opt.step(lr).unwrap();
+                opt.zero_grad().unwrap();
+            }
+            let flat = Tensor::cat(&[w.reshape([-1]), b.reshape([-1])], 0).to_kind(Kind::Double);
+            Vec::try_from(flat).unwrap()
+        };
+        let host = run(Kind::Float);
+        let kernels = run(Kind::Double);
+        assert_ne!(
+            host,
+            run(Kind::Float).iter().map(|x| x + 1.0).collect::<Vec<_>>()
+        );
+        for (h, k) in host.iter().zip(&kernels) {
+            assert!((h - k).abs() < 1e-5, "host {host:?} vs kernels {kernels:?}");
+        }
+        // The weights did move (lr 0 on the first step only).
+        assert!((host[0] - 0.5).abs() > 1e-3, "{host:?}");
     }
 
     #[test]
