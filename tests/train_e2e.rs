@@ -5,7 +5,7 @@
 mod common;
 
 use common::{describe, fixture, separable_csv, OptMl, CLASSES};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// A tree with train/validation channels and hyperparameters for a quick tiny-model run.
