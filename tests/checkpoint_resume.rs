@@ -2,13 +2,15 @@
 //! HF-style names: an interrupted run resumed from its checkpoint ends bit-identical to an
 //! uninterrupted one (CPU); incompatible checkpoints, pruning, torn writes and `resume=must`.
 
+mod tiny;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tch::{nn, nn::Module, Device, Kind, Tensor};
+use tch::Device;
 use txcat::checkpoint::{
     find_resume, load_weights, CheckpointError, CheckpointHook, DataFingerprint, Fingerprint,
     ModelIdentity, SavePolicy,
@@ -18,88 +20,7 @@ use txcat::model::ClassifierModel;
 use txcat::tokenize::batch::TokenizedSet;
 use txcat::train::{fit, FitOptions, HookAction, StepContext, StepHook, StopReason, TrainOutcome};
 
-const VOCAB: i64 = 64;
-const CLASSES: usize = 4;
-
-/// libtorch's RNG is process-global: tests that seed it must not interleave.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Mean of masked token embeddings -> LayerNorm -> dropout -> linear, with HF-style names.
-struct Tiny {
-    vs: nn::VarStore,
-    emb: nn::Embedding,
-    norm: nn::LayerNorm,
-    classifier: nn::Linear,
-}
-
-impl Tiny {
-    fn new(seed: i64, classes: usize) -> Self {
-        tch::manual_seed(seed);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let root = vs.root();
-        let emb = nn::embedding(
-            root.sub("embeddings").sub("word_embeddings"),
-            VOCAB,
-            16,
-            Default::default(),
-        );
-        let norm = nn::layer_norm(
-            root.sub("embeddings").sub("LayerNorm"),
-            vec![16],
-            Default::default(),
-        );
-        let classifier = nn::linear(
-            root.sub("classifier"),
-            16,
-            classes as i64,
-            Default::default(),
-        );
-        Self {
-            vs,
-            emb,
-            norm,
-            classifier,
-        }
-    }
-
-    fn weights(&self) -> Vec<(String, Tensor)> {
-        let mut v: Vec<(String, Tensor)> = self
-            .vs
-            .variables()
-            .into_iter()
-            .map(|(k, t)| (k, t.detach().copy()))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    }
-}
-
-impl ClassifierModel for Tiny {
-    fn forward_t(
-        &self,
-        ids: &Tensor,
-        mask: &Tensor,
-        _types: Option<&Tensor>,
-        train: bool,
-    ) -> Tensor {
-        // ids, mask [b, s] -> [b, s, 16] -> masked mean [b, 16] -> logits [b, classes]
-        let m = mask.to_kind(Kind::Float).unsqueeze(-1);
-        let pooled = (self.emb.forward(ids) * &m).sum_dim_intlist(1, false, Kind::Float)
-            / m.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0);
-        let h = self.norm.forward(&pooled).dropout(0.1, train);
-        self.classifier.forward(&h)
-    }
-    fn var_store(&self) -> &nn::VarStore {
-        &self.vs
-    }
-    fn var_store_mut(&mut self) -> &mut nn::VarStore {
-        &mut self.vs
-    }
-}
+use tiny::{serial, Tiny, CLASSES};
 
 /// Rows: [CLS, noise..., keyword of the class, noise..., SEP].
 fn synthetic(rows: usize, seed: u64) -> (TokenizedSet, Vec<String>, Vec<usize>) {
@@ -238,10 +159,10 @@ fn interrupted_run_resumes_to_the_same_weights_and_metrics() {
     let job = job(&hp);
 
     // (a) uninterrupted, without and with checkpoints: saving must not change the run.
-    let mut plain = Tiny::new(3, CLASSES);
+    let mut plain = Tiny::new(3, CLASSES, 0.1);
     let plain_out = run(&mut plain, &job, &hp, opts(), &mut ());
     let dir_a = tempfile::tempdir().unwrap();
-    let mut full = Tiny::new(3, CLASSES);
+    let mut full = Tiny::new(3, CLASSES, 0.1);
     let mut hook_a = hook(dir_a.path(), &hp, &job);
     let full_out = run(&mut full, &job, &hp, opts(), &mut hook_a);
     assert_eq!(full_out.stop_reason, StopReason::Completed);
@@ -259,7 +180,7 @@ fn interrupted_run_resumes_to_the_same_weights_and_metrics() {
         signal: Arc::clone(&signal),
         inner: first_hook,
     };
-    let mut first = Tiny::new(3, CLASSES);
+    let mut first = Tiny::new(3, CLASSES, 0.1);
     let first_out = run(
         &mut first,
         &job,
@@ -295,7 +216,7 @@ fn interrupted_run_resumes_to_the_same_weights_and_metrics() {
         ),
         (0, 13)
     );
-    let mut resumed = Tiny::new(99, CLASSES);
+    let mut resumed = Tiny::new(99, CLASSES, 0.1);
     load_weights(resumed.var_store(), &resumable.weights).unwrap();
     assert_same_weights(
         &first,
@@ -335,7 +256,7 @@ fn epoch_strategy_saves_each_epoch_end_with_best_weights() {
     };
     let job = job(&hp);
     let dir = tempfile::tempdir().unwrap();
-    let mut model = Tiny::new(3, CLASSES);
+    let mut model = Tiny::new(3, CLASSES, 0.1);
     let mut hook = hook(dir.path(), &hp, &job);
     run(&mut model, &job, &hp, opts(), &mut hook);
     assert_eq!(checkpoint_steps(dir.path()), vec![20, 40]);
@@ -379,7 +300,7 @@ fn incompatible_checkpoint_names_every_differing_field() {
     };
     let job = job(&hp);
     let dir = tempfile::tempdir().unwrap();
-    let mut model = Tiny::new(3, CLASSES);
+    let mut model = Tiny::new(3, CLASSES, 0.1);
     run(
         &mut model,
         &job,
@@ -446,7 +367,7 @@ fn torn_and_incomplete_checkpoints_are_skipped() {
     };
     let job = job(&hp);
     let dir = tempfile::tempdir().unwrap();
-    let mut model = Tiny::new(3, CLASSES);
+    let mut model = Tiny::new(3, CLASSES, 0.1);
     run(
         &mut model,
         &job,
@@ -525,7 +446,7 @@ fn weights_of_another_shape_are_refused_by_name() {
     };
     let job = job(&hp);
     let dir = tempfile::tempdir().unwrap();
-    let mut model = Tiny::new(3, CLASSES);
+    let mut model = Tiny::new(3, CLASSES, 0.1);
     run(
         &mut model,
         &job,
@@ -534,7 +455,7 @@ fn weights_of_another_shape_are_refused_by_name() {
         &mut hook(dir.path(), &hp, &job),
     );
     let weights = dir.path().join("checkpoint-5/model.safetensors");
-    let wider = Tiny::new(3, CLASSES + 1);
+    let wider = Tiny::new(3, CLASSES + 1, 0.1);
     let before = wider.weights();
     let err = load_weights(wider.var_store(), &weights)
         .unwrap_err()
@@ -567,7 +488,7 @@ fn save_strategy_no_writes_nothing_even_when_interrupted() {
         signal,
         inner,
     };
-    let mut model = Tiny::new(3, CLASSES);
+    let mut model = Tiny::new(3, CLASSES, 0.1);
     let out = run(
         &mut model,
         &job,
@@ -587,10 +508,11 @@ fn save_strategy_no_writes_nothing_even_when_interrupted() {
 #[test]
 fn model_identity_hashes_the_initial_weights() {
     let _serial = serial();
-    let a = ModelIdentity::from_var_store("tiny", Tiny::new(3, CLASSES).var_store()).unwrap();
+    let a = ModelIdentity::from_var_store("tiny", Tiny::new(3, CLASSES, 0.1).var_store()).unwrap();
     let same =
-        ModelIdentity::from_var_store("elsewhere", Tiny::new(3, CLASSES).var_store()).unwrap();
-    let other = ModelIdentity::from_var_store("tiny", Tiny::new(4, CLASSES).var_store()).unwrap();
+        ModelIdentity::from_var_store("elsewhere", Tiny::new(3, CLASSES, 0.1).var_store()).unwrap();
+    let other =
+        ModelIdentity::from_var_store("tiny", Tiny::new(4, CLASSES, 0.1).var_store()).unwrap();
     assert_eq!(
         a.weights_sha256, same.weights_sha256,
         "the source path is not identity"

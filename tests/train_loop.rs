@@ -2,14 +2,15 @@
 //! it learns, it is reproducible, accumulation matches a larger batch, `max_steps`, early
 //! stopping, the stop flag and resuming behave.
 
+mod tiny;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tch::{nn, nn::Module, Device, Kind, Tensor};
+use tch::Device;
 use txcat::hyperparams::Hyperparameters;
-use txcat::model::ClassifierModel;
 use txcat::tokenize::batch::TokenizedSet;
 use txcat::train::amp::Precision;
 use txcat::train::{
@@ -17,90 +18,7 @@ use txcat::train::{
     TrainOutcome,
 };
 
-const VOCAB: i64 = 64;
-
-/// libtorch's RNG is process-global: tests that seed it must not interleave.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-const CLASSES: usize = 4;
-
-/// Mean of masked token embeddings -> LayerNorm -> dropout -> linear, with HF-style names.
-struct Tiny {
-    vs: nn::VarStore,
-    emb: nn::Embedding,
-    norm: nn::LayerNorm,
-    classifier: nn::Linear,
-    dropout: f64,
-}
-
-impl Tiny {
-    fn new(seed: i64, dropout: f64) -> Self {
-        tch::manual_seed(seed);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let root = vs.root();
-        let emb = nn::embedding(
-            root.sub("embeddings").sub("word_embeddings"),
-            VOCAB,
-            16,
-            Default::default(),
-        );
-        let norm = nn::layer_norm(
-            root.sub("embeddings").sub("LayerNorm"),
-            vec![16],
-            Default::default(),
-        );
-        let classifier = nn::linear(
-            root.sub("classifier"),
-            16,
-            CLASSES as i64,
-            Default::default(),
-        );
-        Self {
-            vs,
-            emb,
-            norm,
-            classifier,
-            dropout,
-        }
-    }
-
-    fn weights(&self) -> Vec<(String, Tensor)> {
-        let mut v: Vec<(String, Tensor)> = self
-            .vs
-            .variables()
-            .into_iter()
-            .map(|(k, t)| (k, t.detach().copy()))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    }
-}
-
-impl ClassifierModel for Tiny {
-    fn forward_t(
-        &self,
-        ids: &Tensor,
-        mask: &Tensor,
-        _types: Option<&Tensor>,
-        train: bool,
-    ) -> Tensor {
-        // ids, mask [b, s] -> [b, s, 16] -> masked mean [b, 16] -> logits [b, CLASSES]
-        let m = mask.to_kind(Kind::Float).unsqueeze(-1);
-        let pooled = (self.emb.forward(ids) * &m).sum_dim_intlist(1, false, Kind::Float)
-            / m.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0);
-        let h = self.norm.forward(&pooled).dropout(self.dropout, train);
-        self.classifier.forward(&h)
-    }
-    fn var_store(&self) -> &nn::VarStore {
-        &self.vs
-    }
-    fn var_store_mut(&mut self) -> &mut nn::VarStore {
-        &mut self.vs
-    }
-}
+use tiny::{serial, Tiny, CLASSES};
 
 /// Rows: [CLS, noise..., keyword of the class, noise..., SEP]; lengths 4..=14.
 fn synthetic(rows: usize, seed: u64) -> TokenizedSet {
@@ -153,7 +71,7 @@ fn opts() -> FitOptions {
 #[test]
 fn learns_separable_set_and_loss_decreases() {
     let _serial = serial();
-    let mut model = Tiny::new(3, 0.1);
+    let mut model = Tiny::new(3, CLASSES, 0.1);
     let started = std::time::Instant::now();
     let out = run(&mut model, &hp(), opts());
     assert!(
@@ -192,8 +110,8 @@ fn learns_separable_set_and_loss_decreases() {
 #[test]
 fn one_seed_gives_identical_runs_bit_for_bit() {
     let _serial = serial();
-    let mut a = Tiny::new(3, 0.1);
-    let mut b = Tiny::new(3, 0.1);
+    let mut a = Tiny::new(3, CLASSES, 0.1);
+    let mut b = Tiny::new(3, CLASSES, 0.1);
     let hp = Hyperparameters {
         epochs: 2.0,
         ..hp()
@@ -204,7 +122,7 @@ fn one_seed_gives_identical_runs_bit_for_bit() {
     for ((n, x), (_, y)) in a.weights().iter().zip(b.weights().iter()) {
         assert!(x.equal(y), "{n} differs between runs");
     }
-    let mut c = Tiny::new(3, 0.1);
+    let mut c = Tiny::new(3, CLASSES, 0.1);
     let rc = run(&mut c, &Hyperparameters { seed: 8, ..hp }, opts());
     assert_ne!(
         ra.state.history, rc.state.history,
@@ -222,8 +140,8 @@ fn accumulating_two_batches_of_four_equals_one_batch_of_eight() {
         group_by_length: false,
         ..hp()
     };
-    let mut one = Tiny::new(3, 0.0);
-    let mut two = Tiny::new(3, 0.0);
+    let mut one = Tiny::new(3, CLASSES, 0.0);
+    let mut two = Tiny::new(3, CLASSES, 0.0);
     let r1 = run(&mut one, &base, opts());
     let r2 = run(
         &mut two,
@@ -244,7 +162,7 @@ fn accumulating_two_batches_of_four_equals_one_batch_of_eight() {
 #[test]
 fn max_steps_overrides_epochs_and_evaluates_at_the_end() {
     let _serial = serial();
-    let mut model = Tiny::new(3, 0.1);
+    let mut model = Tiny::new(3, CLASSES, 0.1);
     let out = run(
         &mut model,
         &Hyperparameters {
@@ -262,7 +180,7 @@ fn max_steps_overrides_epochs_and_evaluates_at_the_end() {
 fn early_stopping_triggers_when_the_metric_stalls() {
     let _serial = serial();
     // learning_rate 0: the first evaluation is the best, later ones never improve.
-    let mut model = Tiny::new(3, 0.1);
+    let mut model = Tiny::new(3, CLASSES, 0.1);
     let hp = Hyperparameters {
         epochs: 10.0,
         learning_rate: 0.0,
@@ -283,8 +201,8 @@ fn fp16_loss_scaling_path_matches_fp32_on_finite_gradients() {
         epochs: 1.0,
         ..hp()
     };
-    let mut plain = Tiny::new(3, 0.1);
-    let mut scaled = Tiny::new(3, 0.1);
+    let mut plain = Tiny::new(3, CLASSES, 0.1);
+    let mut scaled = Tiny::new(3, CLASSES, 0.1);
     run(&mut plain, &hp, opts());
     let out = run(
         &mut scaled,
@@ -339,10 +257,10 @@ fn resuming_from_a_mid_epoch_state_reproduces_the_full_run() {
         ..hp()
     };
     let (train, eval) = (synthetic(160, 1), synthetic(40, 2));
-    let mut full = Tiny::new(3, 0.1);
+    let mut full = Tiny::new(3, CLASSES, 0.1);
     fit(&mut full, &train, &eval, &hp, opts(), &mut ()).unwrap();
 
-    let mut first = Tiny::new(3, 0.1);
+    let mut first = Tiny::new(3, CLASSES, 0.1);
     let mut hook = StopAt {
         step: 13,
         saved: None,
@@ -352,7 +270,7 @@ fn resuming_from_a_mid_epoch_state_reproduces_the_full_run() {
     let (state, optimizer, weights) = hook.saved.unwrap();
     assert_eq!((state.epoch, state.batch_in_epoch), (0, 13));
 
-    let mut resumed = Tiny::new(99, 0.1);
+    let mut resumed = Tiny::new(99, CLASSES, 0.1);
     tch::no_grad(|| {
         let vars = resumed.vs.variables();
         for (k, t) in &weights {
@@ -378,7 +296,7 @@ fn stop_flag_interrupts_between_steps() {
     let _serial = serial();
     let flag = Arc::new(AtomicBool::new(false));
     flag.store(true, Ordering::Relaxed);
-    let mut model = Tiny::new(3, 0.1);
+    let mut model = Tiny::new(3, CLASSES, 0.1);
     let out = run(
         &mut model,
         &hp(),

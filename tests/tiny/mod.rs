@@ -1,0 +1,96 @@
+//! A tiny classifier for in-process training tests: mean of masked token embeddings ->
+//! LayerNorm -> dropout -> linear, with Hugging Face-style variable names (`embeddings.*`,
+//! `classifier.*`) so weight-decay groups and checkpoint names behave as with a real model.
+#![allow(dead_code)] // each test crate uses a different subset
+
+use tch::{nn, nn::Module, Device, Kind, Tensor};
+use txcat::model::ClassifierModel;
+
+/// Token ids the synthetic sets use.
+pub const VOCAB: i64 = 64;
+/// Classes of the synthetic sets.
+pub const CLASSES: usize = 4;
+
+/// libtorch's RNG is process-global: tests that seed it must not interleave.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds the lock that serialises RNG-seeding tests.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub struct Tiny {
+    pub vs: nn::VarStore,
+    emb: nn::Embedding,
+    norm: nn::LayerNorm,
+    classifier: nn::Linear,
+    dropout: f64,
+}
+
+impl Tiny {
+    /// Weights drawn after seeding libtorch with `seed`.
+    pub fn new(seed: i64, classes: usize, dropout: f64) -> Self {
+        tch::manual_seed(seed);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let root = vs.root();
+        let emb = nn::embedding(
+            root.sub("embeddings").sub("word_embeddings"),
+            VOCAB,
+            16,
+            Default::default(),
+        );
+        let norm = nn::layer_norm(
+            root.sub("embeddings").sub("LayerNorm"),
+            vec![16],
+            Default::default(),
+        );
+        let classifier = nn::linear(
+            root.sub("classifier"),
+            16,
+            classes as i64,
+            Default::default(),
+        );
+        Self {
+            vs,
+            emb,
+            norm,
+            classifier,
+            dropout,
+        }
+    }
+
+    /// Copies of every variable, sorted by name.
+    pub fn weights(&self) -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .map(|(k, t)| (k, t.detach().copy()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+}
+
+impl ClassifierModel for Tiny {
+    fn forward_t(
+        &self,
+        ids: &Tensor,
+        mask: &Tensor,
+        _types: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
+        // ids, mask [b, s] -> [b, s, 16] -> masked mean [b, 16] -> logits [b, classes]
+        let m = mask.to_kind(Kind::Float).unsqueeze(-1);
+        let pooled = (self.emb.forward(ids) * &m).sum_dim_intlist(1, false, Kind::Float)
+            / m.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0);
+        let h = self.norm.forward(&pooled).dropout(self.dropout, train);
+        self.classifier.forward(&h)
+    }
+    fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+    fn var_store_mut(&mut self) -> &mut nn::VarStore {
+        &mut self.vs
+    }
+}
