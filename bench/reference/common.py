@@ -18,6 +18,7 @@ import os
 import platform
 import resource
 import sys
+import tempfile
 import time
 
 T_START = time.perf_counter()  # Imported first by each reference, before torch and transformers.
@@ -162,6 +163,30 @@ class TokenCountingTrainer(Trainer):
                 bucket["padded"] += rows * width
         return super().training_step(model, inputs, *a, **kw)
 
+
+
+def training_arguments(a, precision: str, impl: str, **extra):
+    """The `TrainingArguments` both references share (the seed's: eval each epoch, no saving), plus
+    the variant's own `extra` settings."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=a.work_dir or tempfile.mkdtemp(prefix=f"txcat-bench-{impl}-"),
+        num_train_epochs=a.epochs,
+        per_device_train_batch_size=a.batch_size,
+        per_device_eval_batch_size=a.eval_batch_size,
+        warmup_steps=a.warmup_steps,
+        learning_rate=a.lr,
+        eval_strategy="epoch",
+        save_strategy="no",
+        fp16=precision == "fp16",
+        bf16=precision == "bf16",
+        seed=a.seed,
+        report_to="none",
+        disable_tqdm=True,
+        logging_strategy="no",
+        **extra,
+    )
 
 def pick_warm(requested, total_steps: int) -> int:
     if requested is not None:

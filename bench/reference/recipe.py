@@ -15,7 +15,6 @@ import time
 import common  # First: starts the wall clock before the heavy imports.
 
 import math  # noqa: E402
-import tempfile  # noqa: E402
 
 import datasets  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -24,7 +23,6 @@ from sklearn.preprocessing import LabelEncoder  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    TrainingArguments,
     set_seed,
 )
 
@@ -70,21 +68,10 @@ def main():
     steps = math.ceil(len(train_dataset) / a.batch_size) * a.epochs
     clock = common.StepClock()
     clock.warm = common.pick_warm(a.warmup_excluded, int(steps))
-    args = TrainingArguments(
-        output_dir=a.work_dir or tempfile.mkdtemp(prefix="txcat-bench-recipe-"),
-        num_train_epochs=a.epochs,
-        per_device_train_batch_size=a.batch_size,
-        per_device_eval_batch_size=a.eval_batch_size,
-        warmup_steps=a.warmup_steps,
-        learning_rate=a.lr,
-        eval_strategy="epoch",
-        save_strategy="no",
-        fp16=precision == "fp16",
-        bf16=precision == "bf16",
-        seed=a.seed,
-        report_to="none",
-        disable_tqdm=True,
-        logging_strategy="no",
+    args = common.training_arguments(
+        a,
+        precision,
+        "recipe",
     )
     trainer = common.TokenCountingTrainer(
         model=model,

@@ -16,7 +16,6 @@ import common  # First: starts the wall clock before the heavy imports.
 import dataclasses  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
-import tempfile  # noqa: E402
 
 import datasets  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -87,21 +86,10 @@ def main():
     steps = math.ceil(len(train_dataset) / a.batch_size) * a.epochs
     clock = common.StepClock()
     clock.warm = common.pick_warm(a.warmup_excluded, int(steps))
-    args = TrainingArguments(
-        output_dir=a.work_dir or tempfile.mkdtemp(prefix="txcat-bench-tuned-"),
-        num_train_epochs=a.epochs,
-        per_device_train_batch_size=a.batch_size,
-        per_device_eval_batch_size=a.eval_batch_size,
-        warmup_steps=a.warmup_steps,
-        learning_rate=a.lr,
-        eval_strategy="epoch",
-        save_strategy="no",
-        fp16=precision == "fp16",
-        bf16=precision == "bf16",
-        seed=a.seed,
-        report_to="none",
-        disable_tqdm=True,
-        logging_strategy="no",
+    args = common.training_arguments(
+        a,
+        precision,
+        "tuned",
         dataloader_num_workers=workers,
         dataloader_persistent_workers=workers > 0,
         dataloader_pin_memory=cuda,
