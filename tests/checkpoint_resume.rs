@@ -8,8 +8,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use tch::Device;
 use txcat::checkpoint::{
     find_resume, load_weights, CheckpointError, CheckpointHook, DataFingerprint, Fingerprint,
@@ -24,22 +22,9 @@ use tiny::{serial, Tiny, CLASSES};
 
 /// Rows: [CLS, noise..., keyword of the class, noise..., SEP].
 fn synthetic(rows: usize, seed: u64) -> (TokenizedSet, Vec<String>, Vec<usize>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut set = TokenizedSet::new(false);
     let (mut texts, mut labels) = (Vec::new(), Vec::new());
-    for i in 0..rows {
-        let label = (i % CLASSES) as u32;
-        let len = rng.gen_range(2..=12);
-        let mut ids = vec![1u32];
-        let at = rng.gen_range(0..len);
-        for j in 0..len {
-            ids.push(if j == at {
-                10 + label * 5 + rng.gen_range(0..5)
-            } else {
-                40 + rng.gen_range(0..20)
-            });
-        }
-        ids.push(2);
+    for (ids, label) in tiny::synthetic_rows(rows, seed) {
         set.push(&ids, &[], label).unwrap();
         texts.push(format!("{ids:?}"));
         labels.push(label as usize);

@@ -7,8 +7,6 @@ mod tiny;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use tch::Device;
 use txcat::hyperparams::Hyperparameters;
 use txcat::tokenize::batch::TokenizedSet;
@@ -22,21 +20,8 @@ use tiny::{serial, Tiny, CLASSES};
 
 /// Rows: [CLS, noise..., keyword of the class, noise..., SEP]; lengths 4..=14.
 fn synthetic(rows: usize, seed: u64) -> TokenizedSet {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut set = TokenizedSet::new(false);
-    for i in 0..rows {
-        let label = (i % CLASSES) as u32;
-        let len = rng.gen_range(2..=12);
-        let mut ids = vec![1u32];
-        let at = rng.gen_range(0..len);
-        for j in 0..len {
-            ids.push(if j == at {
-                10 + label * 5 + rng.gen_range(0..5)
-            } else {
-                40 + rng.gen_range(0..20)
-            });
-        }
-        ids.push(2);
+    for (ids, label) in tiny::synthetic_rows(rows, seed) {
         set.push(&ids, &[], label).unwrap();
     }
     set

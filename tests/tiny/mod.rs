@@ -3,6 +3,7 @@
 //! `classifier.*`) so weight-decay groups and checkpoint names behave as with a real model.
 #![allow(dead_code)] // each test crate uses a different subset
 
+use rand::{Rng, SeedableRng};
 use tch::{nn, nn::Module, Device, Kind, Tensor};
 use txcat::model::ClassifierModel;
 
@@ -93,4 +94,27 @@ impl ClassifierModel for Tiny {
     fn var_store_mut(&mut self) -> &mut nn::VarStore {
         &mut self.vs
     }
+}
+
+/// Token rows `[CLS, noise..., keyword of the class, noise..., SEP]` (lengths 4..=14) with their
+/// class: a set a bag-of-embeddings model separates, seeded.
+pub fn synthetic_rows(rows: usize, seed: u64) -> Vec<(Vec<u32>, u32)> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..rows)
+        .map(|i| {
+            let label = (i % CLASSES) as u32;
+            let len = rng.gen_range(2..=12);
+            let mut ids = vec![1u32];
+            let at = rng.gen_range(0..len);
+            for j in 0..len {
+                ids.push(if j == at {
+                    10 + label * 5 + rng.gen_range(0..5)
+                } else {
+                    40 + rng.gen_range(0..20)
+                });
+            }
+            ids.push(2);
+            (ids, label)
+        })
+        .collect()
 }
