@@ -555,7 +555,7 @@ impl CheckpointHook {
         // Weights, by HF variable name.
         let path = tmp.join(WEIGHTS_FILE);
         let mut weights: Vec<(String, HostTensor)> = Vec::new();
-        for (name, t) in ctx.vars.variables() {
+        for (name, t) in ctx.vars().variables() {
             weights.push((name, HostTensor::from_tensor(&t).map_err(torch_err(&path))?));
         }
         write_safetensors(&path, weights, BTreeMap::new())?;

@@ -223,7 +223,7 @@ impl StepHook for StopAt {
             return Ok(HookAction::Continue);
         }
         let weights = ctx
-            .vars
+            .vars()
             .variables()
             .into_iter()
             .map(|(k, t)| (k, t.detach().copy()))

@@ -100,7 +100,7 @@ fn adamw_and_clipping_match_pytorch() {
                 (v * Tensor::from_slice(&g[step]).reshape(shape.as_slice())).sum(Kind::Float)
             })
             .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |a, b| a + b);
-        loss.backward();
+        opt.backward(&loss).unwrap();
         norms.push(opt.clip_grad_norm(max_norm).unwrap().double_value(&[]));
         opt.step(lr).unwrap();
         opt.zero_grad().unwrap();
@@ -188,7 +188,7 @@ fn adamw_and_clipping_match_pytorch() {
                 (v * Tensor::ones(shape.as_slice(), (Kind::Float, Device::Cpu))).sum(Kind::Float)
             })
             .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |a, b| a + b);
-        loss.backward();
+        o.backward(&loss).unwrap();
         o.step(1e-3).unwrap();
     }
     for ((_, a, _, _), (name, b)) in vars.iter().zip(

@@ -424,4 +424,15 @@ impl ClassifierModel for SequenceClassifier {
     fn var_store_mut(&mut self) -> &mut nn::VarStore {
         &mut self.vs
     }
+
+    fn input_table(&self) -> Option<String> {
+        Some(format!(
+            "{}.embeddings.word_embeddings.weight",
+            self.config.spec.family.prefix()
+        ))
+    }
+
+    fn set_sparse_input_grad(&mut self, sparse: bool) {
+        self.word.sparse_grad = sparse;
+    }
 }

@@ -94,6 +94,8 @@ impl LayerNorm {
 pub(crate) struct Embedding {
     ws: Tensor,
     padding_idx: i64,
+    /// Backward yields a sparse gradient holding only the looked-up rows.
+    pub sparse_grad: bool,
 }
 
 impl Embedding {
@@ -103,6 +105,7 @@ impl Embedding {
         Embedding {
             ws: p.var("weight", &[rows, dim], nn::Init::Const(0.0)),
             padding_idx,
+            sparse_grad: false,
         }
     }
 
@@ -113,7 +116,7 @@ impl Embedding {
 
     /// `[b, s]` i64 -> `[b, s, dim]` fp32.
     pub fn forward(&self, ids: &Tensor) -> Tensor {
-        Tensor::embedding(&self.ws, ids, self.padding_idx, false, false)
+        Tensor::embedding(&self.ws, ids, self.padding_idx, false, self.sparse_grad)
     }
 }
 

@@ -43,4 +43,14 @@ pub trait ClassifierModel {
 
     /// Mutable access, for loading checkpoints and best-model snapshots.
     fn var_store_mut(&mut self) -> &mut nn::VarStore;
+
+    /// The variable `input_ids` index (the word embeddings), if the model can hand back its
+    /// gradient sparse: optimizers may then update only the rows a batch used.
+    fn input_table(&self) -> Option<String> {
+        None
+    }
+
+    /// Makes [`ClassifierModel::input_table`]'s gradient sparse (only the looked-up rows) or
+    /// dense (the default) again.
+    fn set_sparse_input_grad(&mut self, _sparse: bool) {}
 }

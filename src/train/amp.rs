@@ -95,16 +95,17 @@ impl GradScaler {
         loss.f_mul(&self.scale)
     }
 
-    /// Divides `grads` by the scale in place and returns `[1]` f32: 1.0 when any value is inf/NaN.
-    pub fn unscale(&self, grads: &mut Tensor) -> Result<Tensor, TchError> {
+    /// Divides every gradient by the scale in place and returns `[1]` f32: 1.0 when any value
+    /// is inf/NaN.
+    pub fn unscale(&self, grads: &[Tensor]) -> Result<Tensor, TchError> {
         let _guard = tch::no_grad_guard();
-        let _ = grads.f_mul_(&self.scale.f_reciprocal()?)?;
-        grads
-            .f_isfinite()?
-            .f_all()?
-            .f_logical_not()?
-            .f_to_kind(Kind::Float)?
-            .f_reshape([1])
+        let inv = self.scale.f_reciprocal()?;
+        let mut found = Tensor::f_zeros([], (Kind::Bool, self.scale.device()))?;
+        for g in grads {
+            let _ = g.shallow_clone().f_mul_(&inv)?;
+            found = found.f_logical_or(&g.f_isfinite()?.f_all()?.f_logical_not()?)?;
+        }
+        found.f_to_kind(Kind::Float)?.f_reshape([1])
     }
 
     /// Updates the scale after a step: back off on `found_inf`, grow after `growth_interval`
@@ -169,14 +170,17 @@ mod tests {
     fn scaler_backs_off_on_inf_and_grows_after_interval() {
         let mut s = GradScaler::new(Device::Cpu).unwrap();
         s.growth_interval = 3;
-        let mut g = Tensor::from_slice(&[65536.0f32, f32::INFINITY]);
-        let inf = s.unscale(&mut g).unwrap();
+        let g = [
+            Tensor::from_slice(&[65536.0f32]),
+            Tensor::from_slice(&[f32::INFINITY]),
+        ];
+        let inf = s.unscale(&g).unwrap();
         assert_eq!(inf.double_value(&[0]), 1.0);
         s.update(&inf).unwrap();
         assert_eq!(s.scale_value().unwrap(), 32768.0);
         for _ in 0..3 {
-            let mut g = Tensor::from_slice(&[32768.0f32, -65536.0]);
-            let inf = s.unscale(&mut g).unwrap();
+            let g = Tensor::from_slice(&[32768.0f32, -65536.0]);
+            let inf = s.unscale(&[g.shallow_clone()]).unwrap();
             assert_eq!(Vec::<f32>::try_from(&g).unwrap(), vec![1.0, -2.0]);
             s.update(&inf).unwrap();
         }

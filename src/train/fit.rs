@@ -166,12 +166,20 @@ pub enum HookAction {
 /// What a [`StepHook`] sees.
 pub struct StepContext<'a> {
     pub state: &'a TrainState,
-    pub vars: &'a nn::VarStore,
+    vars: &'a nn::VarStore,
     pub optimizer: &'a AdamW,
     pub scheduler: &'a LrScheduler,
     /// True when this step closed an epoch (and the epoch's evaluation, if any, ran).
     pub epoch_end: bool,
     pub best_weights: Option<&'a WeightSnapshot>,
+}
+
+impl StepContext<'_> {
+    /// The model's variables, every weight current (the optimizer's lazy rows caught up).
+    pub fn vars(&self) -> &nn::VarStore {
+        self.optimizer.sync_params();
+        self.vars
+    }
 }
 
 /// Called after each optimizer step (checkpointing, custom stopping). A hook error ends training.
@@ -518,6 +526,20 @@ pub fn fit<M: ClassifierModel>(
     opts: FitOptions,
     hook: &mut dyn StepHook,
 ) -> Result<TrainOutcome, TrainError> {
+    let outcome = fit_loop(model, train, eval, hp, opts, hook);
+    // The loop may have switched the lookup to sparse gradients for its optimizer.
+    model.set_sparse_input_grad(false);
+    outcome
+}
+
+fn fit_loop<M: ClassifierModel>(
+    model: &mut M,
+    train: &TokenizedSet,
+    eval: &TokenizedSet,
+    hp: &Hyperparameters,
+    opts: FitOptions,
+    hook: &mut dyn StepHook,
+) -> Result<TrainOutcome, TrainError> {
     let FitOptions {
         label_names,
         pad_id,
@@ -596,6 +618,13 @@ pub fn fit<M: ClassifierModel>(
             history: Vec::new(),
         },
     };
+    // On the CPU the word embeddings are updated row-lazily from sparse gradients: a batch of
+    // short texts touches a few hundred of their rows (see optim's `lazy` module).
+    if let Some(table) = model.input_table() {
+        if optimizer.make_lazy(&table)? {
+            model.set_sparse_input_grad(true);
+        }
+    }
     let mut scaler = match precision {
         Precision::Fp16 => Some(GradScaler::with_scale(
             device,
@@ -702,6 +731,7 @@ pub fn fit<M: ClassifierModel>(
                 window.started.get_or_insert_with(Instant::now);
 
                 tch::manual_seed(mix_seed(hp.seed, epoch, batch_index));
+                optimizer.prepare_rows(&b.input_ids)?;
                 let logits = model
                     .forward_t(
                         &b.input_ids,
@@ -722,7 +752,7 @@ pub fn fit<M: ClassifierModel>(
                 if let Some(s) = scaler.as_ref() {
                     scaled = s.scale_loss(&scaled)?;
                 }
-                scaled.f_backward()?;
+                optimizer.backward(&scaled)?;
                 {
                     let _guard = tch::no_grad_guard();
                     let detached = loss.f_detach()?;
@@ -754,7 +784,7 @@ pub fn fit<M: ClassifierModel>(
                 let mut skipped = false;
                 let mut found_inf = None;
                 if let Some(s) = scaler.as_ref() {
-                    let inf = s.unscale(optimizer.flat_grads()?)?;
+                    let inf = s.unscale(&optimizer.gradients()?)?;
                     skipped = inf.f_double_value(&[0])? > 0.0;
                     found_inf = Some(inf);
                 }
@@ -880,6 +910,7 @@ pub fn fit<M: ClassifierModel>(
             && (epoch_end || eval_now || step >= plan.total_steps);
         if should_eval {
             steady.pause();
+            optimizer.sync_params();
             let report = evaluate(
                 &*model,
                 eval,
@@ -964,6 +995,7 @@ pub fn fit<M: ClassifierModel>(
         }
     }
     progress.finish_and_clear();
+    optimizer.sync_params();
     let steady = steady.finish();
     // Rows of a partial window still count toward the mean training loss.
     let pending_rows = window.rows;

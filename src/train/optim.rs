@@ -1,14 +1,21 @@
-//! AdamW with Hugging Face / PyTorch semantics over a flat parameter buffer.
+//! AdamW with Hugging Face / PyTorch semantics over flat parameter and moment buffers.
 //!
 //! At construction every trainable variable of the `VarStore` is re-pointed (`set_data`) at a
-//! slice of one contiguous fp32 buffer, decay group first; gradients are re-pointed the same way
-//! the first time they appear. Autograd then accumulates straight into the flat gradient buffer,
-//! so clipping, unscaling, zeroing and the AdamW update are a dozen kernels per step whatever the
-//! number of tensors (libtorch's `_foreach_*`/fused AdamW ops are not exposed by tch 0.24).
+//! slice of one contiguous buffer, decay group first (libtorch's `_foreach_*`/fused AdamW ops
+//! are not exposed by tch 0.24). Two update paths:
+//! - devices (CUDA, or non-fp32): gradients are re-pointed into a flat gradient buffer the first
+//!   time they appear, autograd accumulates there, and clipping, unscaling, zeroing and the update
+//!   are a dozen whole-buffer kernels per step;
+//! - fp32 on the CPU ([`host`]): [`AdamW::backward`] receives each gradient as autograd made it
+//!   (no zero fill, no accumulation pass), and clipping and the update are fused host loops. A
+//!   lookup table named with [`AdamW::make_lazy`] gets sparse gradients and is updated
+//!   row-lazily ([`lazy`]), with results identical to the dense update.
 //!
 //! Invariants: all trainable variables share one device and one floating kind. If something
 //! replaces a variable's storage later (e.g. a load that assigns new tensors), [`AdamW::step`]
 //! notices the changed data pointer and re-binds the variable, copying its current value in.
+//! With a lazy table, weights are only current after [`AdamW::sync_params`] (or for the rows
+//! [`AdamW::prepare_rows`] saw).
 //!
 //! Update (PyTorch `AdamW`, `foreach=False`), with `t` the step count after incrementing:
 //! `p *= 1 - lr*wd` (decay group only); `m = lerp(m, g, 1-b1)`; `v = b2*v + (1-b2)*g*g`;
@@ -16,7 +23,14 @@
 //! is updated with a zero gradient (PyTorch would skip it); every variable of a classifier
 //! normally receives one.
 
+mod host;
+mod lazy;
+
+use std::cell::RefCell;
+
 use tch::{nn, Device, Kind, TchError, Tensor};
+
+use lazy::{LazyTable, TableBuffers};
 
 /// Errors from the optimizer.
 #[derive(Debug, thiserror::Error)]
@@ -108,13 +122,31 @@ pub struct AdamW {
     /// Elements `0..decay_numel` of the flat buffers belong to the decay group.
     decay_numel: i64,
     params: Tensor,
-    grads: Tensor,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
-    /// Per-step workspace `[total_numel]` (g^2, then the denominator), kept so steps allocate
-    /// nothing.
-    scratch: Tensor,
     step: u64,
+    /// Where gradients live: one flat buffer (devices), or tensors handed over by backward (CPU).
+    grads: Grads,
+}
+
+/// Gradient storage of the two update paths.
+#[derive(Debug)]
+enum Grads {
+    /// Autograd accumulates into views of `flat`; the update is a dozen whole-buffer kernels.
+    Flat {
+        flat: Tensor,
+        /// Per-step workspace `[total_numel]` (g^2, then the denominator), kept so steps
+        /// allocate nothing.
+        scratch: Tensor,
+    },
+    /// fp32 on the CPU: [`AdamW::backward`] takes each gradient as autograd produced it (no
+    /// zeroing, no accumulation pass) and the update is one fused host loop.
+    Host {
+        /// Per slot: this step's gradient so far (dense, or sparse for the lazy table).
+        pending: Vec<Option<Tensor>>,
+        /// The table updated row-lazily, when [`AdamW::make_lazy`] named one.
+        lazy: Option<RefCell<LazyTable>>,
+    },
 }
 
 impl AdamW {
@@ -164,16 +196,26 @@ impl AdamW {
             offset += numel;
         }
         let opts = (kind, device);
+        let grads = if device == Device::Cpu && kind == Kind::Float {
+            Grads::Host {
+                pending: (0..slots.len()).map(|_| None).collect(),
+                lazy: None,
+            }
+        } else {
+            Grads::Flat {
+                flat: Tensor::f_zeros([offset], opts)?,
+                scratch: Tensor::f_empty([offset], opts)?,
+            }
+        };
         let mut optim = Self {
             config,
             slots,
             decay_numel,
             params: Tensor::f_zeros([offset], opts)?,
-            grads: Tensor::f_zeros([offset], opts)?,
             exp_avg: Tensor::f_zeros([offset], opts)?,
             exp_avg_sq: Tensor::f_zeros([offset], opts)?,
-            scratch: Tensor::f_empty([offset], opts)?,
             step: 0,
+            grads,
         };
         for i in 0..optim.slots.len() {
             optim.bind_param(i)?;
@@ -183,6 +225,11 @@ impl AdamW {
 
     fn elt_size(&self) -> usize {
         self.params.kind().elt_size_in_bytes()
+    }
+
+    /// True when the update runs as fused host loops (fp32 buffers on the CPU).
+    pub fn on_host(&self) -> bool {
+        matches!(self.grads, Grads::Host { .. })
     }
 
     /// Copies variable `i` into its flat slice and points the variable at that slice.
@@ -200,112 +247,299 @@ impl AdamW {
         Ok(())
     }
 
-    /// Makes sure every gradient lives in the flat gradient buffer (a no-op after the first
-    /// step unless something replaced a gradient or a variable).
-    fn gather_grads(&mut self) -> Result<(), OptimError> {
-        let _guard = tch::no_grad_guard();
-        let elt = self.elt_size();
+    /// Re-binds variables whose storage something replaced (copying their current value in).
+    fn rebind_params(&mut self) -> Result<(), OptimError> {
         for i in 0..self.slots.len() {
             if self.slots[i].var.data_ptr() as usize != self.slots[i].param_ptr {
                 self.bind_param(i)?;
             }
-            let slot = &mut self.slots[i];
-            let mut grad = slot.var.f_grad()?;
-            if !grad.defined() || grad.data_ptr() as usize == slot.grad_ptr {
-                continue;
-            }
-            let mut view = self
-                .grads
-                .f_narrow(0, slot.offset, slot.numel)?
-                .f_view(slot.shape.as_slice())?;
-            view.f_copy_(&grad)?;
-            grad.set_data(&view);
-            slot.grad_ptr = self.grads.data_ptr() as usize + slot.offset as usize * elt;
         }
         Ok(())
     }
 
-    /// The flat gradient buffer `[total_numel]` after gathering (for unscaling and checks).
-    pub fn flat_grads(&mut self) -> Result<&mut Tensor, OptimError> {
-        self.gather_grads()?;
-        Ok(&mut self.grads)
+    /// Makes sure every gradient lives in the flat gradient buffer (a no-op after the first
+    /// step unless something replaced a gradient or a variable).
+    fn gather_flat_grads(&mut self) -> Result<(), OptimError> {
+        self.rebind_params()?;
+        let _guard = tch::no_grad_guard();
+        let elt = self.elt_size();
+        let Grads::Flat { flat, .. } = &self.grads else {
+            return Ok(());
+        };
+        for slot in &mut self.slots {
+            let mut grad = slot.var.f_grad()?;
+            if !grad.defined() || grad.data_ptr() as usize == slot.grad_ptr {
+                continue;
+            }
+            let mut view = flat
+                .f_narrow(0, slot.offset, slot.numel)?
+                .f_view(slot.shape.as_slice())?;
+            view.f_copy_(&grad)?;
+            grad.set_data(&view);
+            slot.grad_ptr = flat.data_ptr() as usize + slot.offset as usize * elt;
+        }
+        Ok(())
+    }
+
+    /// Updates the variable named `name` (a `[rows, dim]` lookup table) row-lazily; see
+    /// [`lazy`]. Its gradients must then come sparse (the table's lookup built with sparse
+    /// gradients), and [`AdamW::prepare_rows`] must see every batch's ids before its forward.
+    /// Returns false (and changes nothing) off the host path or when `name` is not a 2-D
+    /// trainable variable.
+    pub fn make_lazy(&mut self, name: &str) -> Result<bool, OptimError> {
+        let Some(slot) = self.slots.iter().position(|s| s.name == name) else {
+            return Ok(false);
+        };
+        let [rows, dim] = self.slots[slot].shape[..] else {
+            return Ok(false);
+        };
+        let (offset, step) = (self.slots[slot].offset as usize, self.step);
+        let (rows, dim) = (rows as usize, dim as usize);
+        // SAFETY: host buffers (checked below before use), the table's range lies inside them.
+        let touched = match &self.grads {
+            Grads::Host { .. } => {
+                let (m, v) = unsafe {
+                    (
+                        host_range(&self.exp_avg, offset, rows * dim),
+                        host_range(&self.exp_avg_sq, offset, rows * dim),
+                    )
+                };
+                m.chunks(dim)
+                    .zip(v.chunks(dim))
+                    .map(|(m, v)| m.iter().chain(v).any(|&x| x != 0.0))
+                    .collect()
+            }
+            Grads::Flat { .. } => return Ok(false),
+        };
+        if let Grads::Host { lazy, .. } = &mut self.grads {
+            *lazy = Some(RefCell::new(LazyTable::new(
+                slot, offset, rows, dim, step, touched,
+            )));
+        }
+        Ok(true)
+    }
+
+    /// The table's buffers.
+    ///
+    /// # Safety
+    /// Host path only; nothing else may use the table's part of the buffers meanwhile.
+    unsafe fn table_buffers(&self, t: &LazyTable) -> TableBuffers<'_> {
+        let len = t.rows * t.dim;
+        TableBuffers {
+            p: host_range(&self.params, t.offset, len),
+            m: host_range(&self.exp_avg, t.offset, len),
+            v: host_range(&self.exp_avg_sq, t.offset, len),
+        }
+    }
+
+    /// Brings the lazy table's rows that `input_ids` (any shape, i64) look up to the current
+    /// step; call before each forward pass. A no-op without a lazy table.
+    pub fn prepare_rows(&self, input_ids: &Tensor) -> Result<(), OptimError> {
+        let Grads::Host {
+            lazy: Some(table), ..
+        } = &self.grads
+        else {
+            return Ok(());
+        };
+        let mut ids = Vec::<i64>::try_from(input_ids.f_reshape([-1])?.f_to_kind(Kind::Int64)?)?;
+        ids.sort_unstable();
+        ids.dedup();
+        let mut table = table.borrow_mut();
+        // SAFETY: host path; autograd is idle before the forward pass.
+        let buffers = unsafe { self.table_buffers(&table) };
+        table.catch_up_rows(&ids, buffers);
+        Ok(())
+    }
+
+    /// Makes every weight reflect the steps taken so far (the lazy table's rows included); call
+    /// before anything reads the weights other than a prepared forward pass: evaluation,
+    /// snapshots, checkpoints, saving. Cheap when nothing is pending.
+    pub fn sync_params(&self) {
+        if let Grads::Host {
+            lazy: Some(table), ..
+        } = &self.grads
+        {
+            let mut table = table.borrow_mut();
+            if !table.is_current(self.step) {
+                // SAFETY: host path; called between steps, when autograd is idle.
+                let buffers = unsafe { self.table_buffers(&table) };
+                table.catch_up_all(buffers);
+            }
+        }
+    }
+
+    /// Backpropagates `loss` into this step's gradients (accumulating over micro-batches).
+    pub fn backward(&mut self, loss: &Tensor) -> Result<(), OptimError> {
+        let Grads::Host { pending, .. } = &mut self.grads else {
+            return Ok(loss.f_backward()?);
+        };
+        let vars: Vec<&Tensor> = self.slots.iter().map(|s| &s.var).collect();
+        let grads = Tensor::f_run_backward(&[loss], &vars, false, false)?;
+        let _guard = tch::no_grad_guard();
+        for (slot, g) in pending.iter_mut().zip(grads) {
+            if !g.defined() {
+                continue;
+            }
+            *slot = Some(match slot.take() {
+                None => g,
+                Some(sum) => sum.f_add(&g)?,
+            });
+        }
+        Ok(())
+    }
+
+    /// Handles on every gradient of this step (the flat buffer, or each pending tensor: a
+    /// sparse one's values), for in-place unscaling.
+    pub fn gradients(&mut self) -> Result<Vec<Tensor>, OptimError> {
+        self.settle_host_grads()?;
+        self.gather_flat_grads()?;
+        Ok(match &self.grads {
+            Grads::Flat { flat, .. } => vec![flat.shallow_clone()],
+            Grads::Host { pending, .. } => pending
+                .iter()
+                .flatten()
+                .map(|g| {
+                    if g.is_sparse() {
+                        g.f_values()
+                    } else {
+                        Ok(g.shallow_clone())
+                    }
+                })
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Turns the pending host gradients into owned, contiguous fp32 tensors (dense ones for
+    /// every slot but the lazy table, whose gradient is coalesced), so they can be scaled in
+    /// place and read as slices.
+    fn settle_host_grads(&mut self) -> Result<(), OptimError> {
+        let Grads::Host { pending, lazy } = &mut self.grads else {
+            return Ok(());
+        };
+        let lazy_slot = lazy.as_ref().map(|t| t.borrow().slot);
+        let _guard = tch::no_grad_guard();
+        let mut seen = std::collections::HashSet::new();
+        for (i, (slot, pending)) in self.slots.iter().zip(pending.iter_mut()).enumerate() {
+            if slot.var.f_grad()?.defined() {
+                return Err(OptimError::State(format!(
+                    "variable `{}` has a .grad: on the CPU, gradients must come from AdamW::backward",
+                    slot.name
+                )));
+            }
+            let Some(g) = pending.take() else { continue };
+            let g = if Some(i) == lazy_slot {
+                if !g.is_sparse() {
+                    return Err(OptimError::State(format!(
+                        "variable `{}` is updated row-lazily but got a dense gradient; build its lookup with sparse gradients",
+                        slot.name
+                    )));
+                }
+                let g = g.f_coalesce()?;
+                Tensor::f_sparse_coo_tensor_indices_size(
+                    &g.f_indices()?,
+                    &g.f_values()?.f_to_kind(Kind::Float)?.f_contiguous()?,
+                    slot.shape.as_slice(),
+                    (Kind::Float, Device::Cpu),
+                    true,
+                )?
+            } else {
+                let mut g = if g.is_sparse() {
+                    g.f_to_dense(None, false)?
+                } else {
+                    g
+                };
+                if g.f_kind()? != Kind::Float {
+                    g = g.f_to_kind(Kind::Float)?;
+                }
+                g = g.f_contiguous()?;
+                // Autograd may hand the same tensor to two variables; scaling in place needs
+                // each to own its storage.
+                if !seen.insert(g.data_ptr() as usize) {
+                    g = g.copy();
+                }
+                g
+            };
+            *pending = Some(g);
+        }
+        Ok(())
+    }
+
+    /// The pending host gradients' elements: dense slots, then the lazy table's values.
+    ///
+    /// # Safety
+    /// After [`AdamW::settle_host_grads`]; the slices must not outlive the pending tensors.
+    unsafe fn host_grad_parts(&self) -> Vec<&mut [f32]> {
+        let Grads::Host { pending, .. } = &self.grads else {
+            return Vec::new();
+        };
+        pending
+            .iter()
+            .flatten()
+            .map(|g| {
+                if g.is_sparse() {
+                    host_slice_owned(g.values())
+                } else {
+                    host_slice(g)
+                }
+            })
+            .collect()
     }
 
     /// Global L2 norm of all gradients `[]` (stays on the device), then scales gradients so the
     /// norm is at most `max_norm` like `torch.nn.utils.clip_grad_norm_` (`max_norm <= 0`: no
     /// clipping, the norm is still returned).
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<Tensor, OptimError> {
-        self.gather_grads()?;
-        let _guard = tch::no_grad_guard();
         if self.on_host() {
-            // SAFETY: `grads` is a contiguous fp32 CPU buffer of `numel` elements that nothing
-            // else reads or writes during this call.
-            let g = unsafe { host_slice(&self.grads) };
-            let norm = host::sum_squares(g).sqrt();
+            self.settle_host_grads()?;
+            // SAFETY: the pending gradients are owned contiguous fp32 CPU tensors, each with its
+            // own storage, untouched by anything else until the step.
+            let parts = unsafe { self.host_grad_parts() };
+            let norm = host::sum_squares(parts.iter().map(|p| &**p).collect()).sqrt();
             if max_norm > 0.0 {
                 let coef = max_norm / (norm + 1e-6);
                 if coef < 1.0 {
-                    host::scale(g, coef as f32);
+                    host::scale(parts, coef as f32);
                 }
             }
             return Ok(Tensor::f_from_slice(&[norm as f32])?.f_reshape([])?);
         }
-        let norm = self.grads.f_norm()?;
+        self.gather_flat_grads()?;
+        let _guard = tch::no_grad_guard();
+        let Grads::Flat { flat, .. } = &mut self.grads else {
+            unreachable!("checked on_host above");
+        };
+        let norm = flat.f_norm()?;
         if max_norm > 0.0 {
             // clip = min(1, max_norm / (norm + 1e-6)), applied without a host sync.
             let coef = (norm.f_add_scalar(1e-6)?.f_reciprocal()? * max_norm).f_clamp_max(1.0)?;
-            let _ = self.grads.f_mul_(&coef)?;
+            let _ = flat.f_mul_(&coef)?;
         }
         Ok(norm)
     }
 
     /// One AdamW update at learning rate `lr` with the current gradients.
     pub fn step(&mut self, lr: f64) -> Result<(), OptimError> {
-        self.gather_grads()?;
+        if self.on_host() {
+            return self.host_step(lr);
+        }
+        self.gather_flat_grads()?;
         let _guard = tch::no_grad_guard();
         self.step += 1;
         let c = self.config;
-        if self.on_host() {
-            let t = self.step as i32;
-            let k = host::Coefficients {
-                beta1: c.beta1 as f32,
-                beta2: c.beta2 as f32,
-                eps: c.eps as f32,
-                bias_correction2_sqrt: (1.0 - c.beta2.powi(t)).sqrt() as f32,
-                step_size: (lr / (1.0 - c.beta1.powi(t))) as f32,
-            };
-            // SAFETY: four distinct contiguous fp32 CPU buffers of the same length, used by
-            // nothing else during the update (autograd is idle between backward and step).
-            let (p, g, m, v) = unsafe {
-                (
-                    host_slice(&self.params),
-                    host_slice(&self.grads),
-                    host_slice(&self.exp_avg),
-                    host_slice(&self.exp_avg_sq),
-                )
-            };
-            let d = self.decay_numel as usize;
-            let (p_decay, p_rest) = p.split_at_mut(d);
-            let (g_decay, g_rest) = g.split_at(d);
-            let (m_decay, m_rest) = m.split_at_mut(d);
-            let (v_decay, v_rest) = v.split_at_mut(d);
-            let decay = (1.0 - lr * c.weight_decay) as f32;
-            host::adamw(p_decay, g_decay, m_decay, v_decay, decay, k);
-            host::adamw(p_rest, g_rest, m_rest, v_rest, 1.0, k);
-            return Ok(());
-        }
+        let Grads::Flat { flat: g, scratch } = &mut self.grads else {
+            unreachable!("checked on_host above");
+        };
         if c.weight_decay != 0.0 && self.decay_numel > 0 {
             let _ = self
                 .params
                 .f_narrow(0, 0, self.decay_numel)?
                 .f_mul_scalar_(1.0 - lr * c.weight_decay)?;
         }
-        let g = &self.grads;
         let _ = self.exp_avg.f_lerp_(g, 1.0 - c.beta1)?;
         // v = b2*v + (1-b2)*g^2 as a lerp towards g^2, staged in the scratch buffer: two passes
         // and no allocation instead of a scaled temporary plus mul_/addcmul_.
-        let _ = g.f_mul_out(&self.scratch, g)?;
-        let _ = self.exp_avg_sq.f_lerp_(&self.scratch, 1.0 - c.beta2)?;
+        let _ = g.f_mul_out(scratch, g)?;
+        let _ = self.exp_avg_sq.f_lerp_(scratch, 1.0 - c.beta2)?;
         let t = self.step as i32;
         let bias_correction1 = 1.0 - c.beta1.powi(t);
         let bias_correction2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
@@ -316,27 +550,113 @@ impl AdamW {
         // p -= step_size * m / (sqrt(v)/bc2 + eps), written as p += m / d with
         // d = sqrt(v) * (-1/(step_size*bc2)) - eps/step_size, so the step size folds into the
         // denominator (tch's addcdiv_ has no `value`) and no m-sized temporary is needed.
-        let _ = self.exp_avg_sq.f_sqrt_out(&self.scratch)?;
-        let _ = self
-            .scratch
-            .f_mul_scalar_(-1.0 / (step_size * bias_correction2_sqrt))?;
-        let _ = self.scratch.f_add_scalar_(-c.eps / step_size)?;
-        let _ = self.params.f_addcdiv_(&self.exp_avg, &self.scratch)?;
+        let _ = self.exp_avg_sq.f_sqrt_out(scratch)?;
+        let _ = scratch.f_mul_scalar_(-1.0 / (step_size * bias_correction2_sqrt))?;
+        let _ = scratch.f_add_scalar_(-c.eps / step_size)?;
+        let _ = self.params.f_addcdiv_(&self.exp_avg, scratch)?;
         Ok(())
     }
 
-    /// True when the buffers are fp32 on the CPU: the update then runs as one fused host loop
-    /// ([`host::adamw`]) instead of a chain of whole-buffer tensor kernels.
-    fn on_host(&self) -> bool {
-        self.params.device() == Device::Cpu
-            && self.params.kind() == Kind::Float
-            && self.params.is_contiguous()
+    /// The fused CPU update: dense slots in one split pass, the lazy table's gradient rows
+    /// directly (its other rows catch up when next read).
+    fn host_step(&mut self, lr: f64) -> Result<(), OptimError> {
+        self.rebind_params()?;
+        self.settle_host_grads()?;
+        self.step += 1;
+        let c = self.config;
+        let t = self.step as i32;
+        let k = host::Coefficients {
+            beta1: c.beta1 as f32,
+            beta2: c.beta2 as f32,
+            eps: c.eps as f32,
+            bias_correction2_sqrt: (1.0 - c.beta2.powi(t)).sqrt() as f32,
+            step_size: (lr / (1.0 - c.beta1.powi(t))) as f32,
+        };
+        let decay = (1.0 - lr * c.weight_decay) as f32;
+        let Grads::Host { pending, lazy } = &self.grads else {
+            unreachable!("host_step runs on the host path");
+        };
+        let lazy_slot = lazy.as_ref().map(|t| t.borrow().slot);
+        let mut spans = Vec::with_capacity(self.slots.len());
+        for (i, (slot, g)) in self.slots.iter().zip(pending).enumerate() {
+            if Some(i) == lazy_slot {
+                continue;
+            }
+            let (offset, len) = (slot.offset as usize, slot.numel as usize);
+            // SAFETY: distinct ranges of the three flat fp32 CPU buffers, and an owned
+            // contiguous fp32 gradient (settled above); nothing else runs during the update
+            // (autograd is idle between backward and step).
+            let (p, m, v, g) = unsafe {
+                (
+                    host_range(&self.params, offset, len),
+                    host_range(&self.exp_avg, offset, len),
+                    host_range(&self.exp_avg_sq, offset, len),
+                    match g {
+                        Some(g) => &*host_slice(g),
+                        // No gradient this step: PyTorch would skip the variable; HF models
+                        // always produce one, so a zero gradient keeps the update uniform.
+                        None => &ZERO_GRAD[..0],
+                    },
+                )
+            };
+            let decay = if slot.offset < self.decay_numel {
+                decay
+            } else {
+                1.0
+            };
+            if g.is_empty() {
+                for start in (0..len).step_by(ZERO_GRAD.len()) {
+                    let end = (start + ZERO_GRAD.len()).min(len);
+                    host::adamw_serial(
+                        &mut p[start..end],
+                        &ZERO_GRAD[..end - start],
+                        &mut m[start..end],
+                        &mut v[start..end],
+                        decay,
+                        k,
+                    );
+                }
+                continue;
+            }
+            spans.push(host::Span { p, g, m, v, decay });
+        }
+        host::adamw(spans, k);
+        if let Some(table) = lazy {
+            let mut table = table.borrow_mut();
+            let slot = &self.slots[table.slot];
+            let decay = if slot.offset < self.decay_numel {
+                decay
+            } else {
+                1.0
+            };
+            table.record(self.step, decay, k);
+            if let Some(g) = &pending[table.slot] {
+                let rows = Vec::<i64>::try_from(g.f_indices()?.f_reshape([-1])?)?;
+                // SAFETY: coalesced values are an owned contiguous fp32 tensor (settled above).
+                let values = unsafe { host_slice_owned(g.values()) };
+                // SAFETY: host path, autograd idle; the table's range of the buffers.
+                let buffers = unsafe { self.table_buffers(&table) };
+                table.apply(self.step, &rows, values, buffers);
+            }
+        }
+        if let Grads::Host { pending, .. } = &mut self.grads {
+            pending.iter_mut().for_each(|g| *g = None);
+        }
+        Ok(())
     }
 
-    /// Zeroes all gradients with one kernel (they are views of the flat buffer).
+    /// Clears the gradients: the flat buffer is zeroed with one kernel; host gradients are
+    /// dropped.
     pub fn zero_grad(&mut self) -> Result<(), OptimError> {
-        self.gather_grads()?;
-        let _ = self.grads.f_zero_()?;
+        match &mut self.grads {
+            Grads::Host { pending, .. } => pending.iter_mut().for_each(|g| *g = None),
+            Grads::Flat { .. } => {
+                self.gather_flat_grads()?;
+                if let Grads::Flat { flat, .. } = &mut self.grads {
+                    let _ = flat.f_zero_()?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -354,8 +674,10 @@ impl AdamW {
             .collect()
     }
 
-    /// Copies the moment estimates to CPU, per variable name, for a checkpoint.
+    /// Copies the moment estimates to CPU, per variable name, for a checkpoint (bringing lazy
+    /// rows up to date first).
     pub fn export_state(&self) -> Result<AdamWState, OptimError> {
+        self.sync_params();
         let mut vars = Vec::with_capacity(self.slots.len());
         for s in &self.slots {
             let take = |buf: &Tensor| -> Result<Tensor, TchError> {
@@ -379,8 +701,13 @@ impl AdamW {
     }
 
     /// Restores state written by [`AdamW::export_state`]; every trainable variable must be
-    /// present with its shape.
+    /// present with its shape. Call before [`AdamW::make_lazy`].
     pub fn import_state(&mut self, state: &AdamWState) -> Result<(), OptimError> {
+        if let Grads::Host { lazy: Some(_), .. } = &self.grads {
+            return Err(OptimError::State(
+                "import the optimizer state before making a table lazy".into(),
+            ));
+        }
         let _guard = tch::no_grad_guard();
         for s in &self.slots {
             let found = state.vars.iter().find(|v| v.name == s.name).ok_or_else(|| {
@@ -410,6 +737,9 @@ impl AdamW {
     }
 }
 
+/// A zero gradient for variables that got none in a step.
+static ZERO_GRAD: [f32; 1024] = [0.0; 1024];
+
 /// A contiguous fp32 CPU tensor's elements.
 ///
 /// # Safety
@@ -420,124 +750,23 @@ unsafe fn host_slice(t: &Tensor) -> &mut [f32] {
     std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel())
 }
 
-/// The CPU update as single passes over the flat buffers, split across libtorch's thread count.
+/// [`host_slice`] of a tensor handle that shares storage with one the caller keeps alive
+/// (e.g. a sparse tensor's `values()`).
 ///
-/// The tensor-kernel version reads and writes every buffer about ten times per step (lerp, mul,
-/// addcmul, sqrt, div, add, addcdiv, plus temporaries); for models whose embeddings dominate the
-/// parameter count that was more than half of a CPU training step. Here each element of
-/// `p, g, m, v` is loaded once and `p, m, v` stored once, with PyTorch's operation order.
-mod host {
-    /// Scalars of one AdamW step.
-    #[derive(Debug, Clone, Copy)]
-    pub struct Coefficients {
-        pub beta1: f32,
-        pub beta2: f32,
-        pub eps: f32,
-        pub bias_correction2_sqrt: f32,
-        /// `lr / (1 - beta1^t)`.
-        pub step_size: f32,
-    }
+/// # Safety
+/// As [`host_slice`]; the storage's owner must outlive the slice.
+#[allow(clippy::mut_from_ref)]
+unsafe fn host_slice_owned<'a>(t: Tensor) -> &'a mut [f32] {
+    std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel())
+}
 
-    /// Below this many elements a step stays on the calling thread.
-    const PARALLEL_MIN: usize = 1 << 16;
-
-    fn threads_for(len: usize) -> usize {
-        if len < PARALLEL_MIN {
-            1
-        } else {
-            (tch::get_num_threads().max(1) as usize).min(len / PARALLEL_MIN + 1)
-        }
-    }
-
-    /// `p *= decay; m = lerp(m, g, 1-b1); v = b2*v + (1-b2)*g*g;
-    /// p -= step_size * m / (sqrt(v)/bc2 + eps)`, element-wise.
-    pub fn adamw(
-        p: &mut [f32],
-        g: &[f32],
-        m: &mut [f32],
-        v: &mut [f32],
-        decay: f32,
-        k: Coefficients,
-    ) {
-        let n = threads_for(p.len());
-        if n <= 1 {
-            return adamw_serial(p, g, m, v, decay, k);
-        }
-        let chunk = p.len().div_ceil(n);
-        std::thread::scope(|scope| {
-            for (((p, g), m), v) in p
-                .chunks_mut(chunk)
-                .zip(g.chunks(chunk))
-                .zip(m.chunks_mut(chunk))
-                .zip(v.chunks_mut(chunk))
-            {
-                scope.spawn(move || adamw_serial(p, g, m, v, decay, k));
-            }
-        });
-    }
-
-    fn adamw_serial(
-        p: &mut [f32],
-        g: &[f32],
-        m: &mut [f32],
-        v: &mut [f32],
-        decay: f32,
-        k: Coefficients,
-    ) {
-        let w1 = 1.0 - k.beta1;
-        let w2 = 1.0 - k.beta2;
-        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-            // torch.lerp with weight < 0.5: start + weight * (end - start).
-            let mi = *m + w1 * (g - *m);
-            let vi = *v * k.beta2 + w2 * (g * g);
-            let denom = vi.sqrt() / k.bias_correction2_sqrt + k.eps;
-            *p = *p * decay - k.step_size * (mi / denom);
-            *m = mi;
-            *v = vi;
-        }
-    }
-
-    /// Sum of squares in f64 (one pass).
-    pub fn sum_squares(g: &[f32]) -> f64 {
-        let n = threads_for(g.len());
-        let serial = |g: &[f32]| -> f64 {
-            // Eight f32 lanes per f64 partial keeps the loop vectorisable and accurate.
-            let mut acc = 0.0f64;
-            for block in g.chunks(1024) {
-                acc += block.iter().map(|&x| x * x).sum::<f32>() as f64;
-            }
-            acc
-        };
-        if n <= 1 {
-            return serial(g);
-        }
-        let chunk = g.len().div_ceil(n);
-        std::thread::scope(|scope| {
-            let parts: Vec<_> = g
-                .chunks(chunk)
-                .map(|part| scope.spawn(move || serial(part)))
-                .collect();
-            parts
-                .into_iter()
-                .map(|h| h.join().unwrap_or(f64::NAN))
-                .sum()
-        })
-    }
-
-    /// `g *= coef`.
-    pub fn scale(g: &mut [f32], coef: f32) {
-        let n = threads_for(g.len());
-        if n <= 1 {
-            g.iter_mut().for_each(|x| *x *= coef);
-            return;
-        }
-        let chunk = g.len().div_ceil(n);
-        std::thread::scope(|scope| {
-            for part in g.chunks_mut(chunk) {
-                scope.spawn(move || part.iter_mut().for_each(|x| *x *= coef));
-            }
-        });
-    }
+/// Elements `offset..offset + len` of a flat host buffer.
+///
+/// # Safety
+/// As [`host_slice`]; the range must lie inside the buffer.
+#[allow(clippy::mut_from_ref)]
+unsafe fn host_range(t: &Tensor, offset: usize, len: usize) -> &mut [f32] {
+    std::slice::from_raw_parts_mut((t.data_ptr() as *mut f32).add(offset), len)
 }
 
 #[cfg(test)]
@@ -592,7 +821,7 @@ mod tests {
             for (step, lr) in [0.0, 0.05, 0.02, 0.01].into_iter().enumerate() {
                 let y = w.matmul(&x) + &b;
                 let loss = (&y * &y).sum(kind) * (step as f64 + 1.0);
-                loss.backward();
+                opt.backward(&loss).unwrap();
                 // Large gradients: the first clipped steps exercise the scaling pass.
                 let _ = opt.clip_grad_norm(1.0).unwrap();
                 opt.step(lr).unwrap();
@@ -614,6 +843,118 @@ mod tests {
         assert!((host[0] - 0.5).abs() > 1e-3, "{host:?}");
     }
 
+    /// Trains a lookup table + linear head with the host optimizer, the table either lazy
+    /// (sparse gradients) or dense; returns the weights and moments, flattened.
+    fn train_table(lazy: bool, max_norm: f64, accumulate: bool) -> Vec<Vec<f32>> {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let root = vs.root();
+        let table_init = Tensor::arange(20 * 6, (Kind::Float, Device::Cpu))
+            .view([20, 6])
+            .sin();
+        let table = root
+            .sub("embeddings")
+            .sub("word_embeddings")
+            .var_copy("weight", &table_init);
+        let w = root
+            .sub("classifier")
+            .var_copy("weight", &(table_init.narrow(0, 0, 3) * 0.5));
+        let b = root.sub("classifier").zeros("bias", &[3]);
+        let mut opt = AdamW::new(
+            &vs,
+            AdamWConfig {
+                weight_decay: 0.1,
+                ..AdamWConfig::default()
+            },
+        )
+        .unwrap();
+        let name = "embeddings.word_embeddings.weight";
+        assert!(opt.on_host());
+        if lazy {
+            assert!(opt.make_lazy(name).unwrap());
+        }
+        let lrs = [0.0, 0.05, 0.02, 0.04, 0.01, 0.03, 0.0, 0.02];
+        let mut snapshots = Vec::new();
+        for (step, lr) in lrs.into_iter().enumerate() {
+            // Unique ids per batch; rows 15.. are never used, 5..=9 only now and then.
+            let s = step as i64;
+            let batches: Vec<Vec<i64>> = if accumulate {
+                vec![vec![s % 3, 4, 5 + s % 5], vec![4, 12, s % 3 + 1]]
+            } else {
+                vec![vec![s % 3, 4, 5 + (s * 3) % 5, 11 + s % 4]]
+            };
+            for ids in batches {
+                let ids = Tensor::from_slice(&ids);
+                opt.prepare_rows(&ids).unwrap();
+                let x = Tensor::embedding(&table, &ids, -1, false, lazy);
+                let y = x.linear(&w, Some(&b));
+                let loss = (&y * &y).sum(Kind::Float) * (s as f64 + 1.0) * 0.1;
+                opt.backward(&loss).unwrap();
+            }
+            let _ = opt.clip_grad_norm(max_norm).unwrap();
+            opt.step(lr).unwrap();
+            if step == 3 {
+                opt.sync_params();
+                snapshots.push(Vec::<f32>::try_from(table.reshape([-1])).unwrap());
+            }
+        }
+        let state = opt.export_state().unwrap();
+        let flat = |t: &Tensor| Vec::<f32>::try_from(t.reshape([-1])).unwrap();
+        for t in [&table, &w, &b] {
+            snapshots.push(flat(t));
+        }
+        for v in &state.vars {
+            snapshots.push(flat(&v.exp_avg));
+            snapshots.push(flat(&v.exp_avg_sq));
+        }
+        snapshots
+    }
+
+    /// The lazy table catches rows up with the dense update's own arithmetic, so without
+    /// clipping (whose norm sums in a different order) the results are bit for bit the same,
+    /// weight decay, lr-0 steps, never-used rows and gradient accumulation included.
+    #[test]
+    fn lazy_table_matches_the_dense_update_exactly() {
+        for accumulate in [false, true] {
+            let dense = train_table(false, 0.0, accumulate);
+            let lazy = train_table(true, 0.0, accumulate);
+            assert_eq!(dense, lazy, "accumulate={accumulate}");
+        }
+        // Never-used rows only decayed; used rows moved further.
+        let dense = train_table(false, 0.0, false);
+        let init = Tensor::arange(20 * 6, (Kind::Float, Device::Cpu)).sin();
+        let init = Vec::<f32>::try_from(init).unwrap();
+        let table = &dense[1];
+        assert_ne!(table[19 * 6], init[19 * 6]);
+        assert!((table[19 * 6] - init[19 * 6]).abs() < 0.05 * init[19 * 6].abs() + 1e-6);
+        assert!((table[4 * 6] - init[4 * 6]).abs() > 1e-2);
+    }
+
+    #[test]
+    fn lazy_table_clips_like_the_dense_update() {
+        let dense = train_table(false, 0.5, true);
+        let lazy = train_table(true, 0.5, true);
+        for (d, l) in dense.iter().flatten().zip(lazy.iter().flatten()) {
+            assert!((d - l).abs() <= 1e-6 * d.abs().max(1.0), "{d} vs {l}");
+        }
+    }
+
+    #[test]
+    fn a_dense_gradient_for_the_lazy_table_is_refused() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let table = vs.root().sub("emb").ones("weight", &[4, 2]);
+        let mut opt = AdamW::new(&vs, AdamWConfig::default()).unwrap();
+        assert!(opt.make_lazy("emb.weight").unwrap());
+        assert!(!opt.make_lazy("nope").unwrap());
+        let ids = Tensor::from_slice(&[1i64, 2]);
+        let loss = Tensor::embedding(&table, &ids, -1, false, false).sum(Kind::Float);
+        opt.backward(&loss).unwrap();
+        let err = opt.step(0.1).unwrap_err().to_string();
+        assert!(
+            err.contains("emb.weight") && err.contains("sparse"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn variables_stay_bound_and_replaced_storage_is_rebound() {
         let vs = nn::VarStore::new(Device::Cpu);
@@ -622,7 +963,7 @@ mod tests {
         let mut opt = AdamW::new(&vs, AdamWConfig::default()).unwrap();
         assert_eq!(opt.decay_names(), vec!["classifier.weight"]);
         let loss = (&w * 2.0).sum(Kind::Float) + b.sum(Kind::Float);
-        loss.backward();
+        opt.backward(&loss).unwrap();
         opt.step(0.1).unwrap();
         // Adam's first step moves every element by ~lr against the gradient sign.
         let moved: Vec<f32> = Vec::try_from(w.reshape([-1])).unwrap();
@@ -634,7 +975,7 @@ mod tests {
         tch::no_grad(|| w2.set_data(&Tensor::full([2, 2], 5.0, (Kind::Float, Device::Cpu))));
         opt.zero_grad().unwrap();
         let loss = w.sum(Kind::Float);
-        loss.backward();
+        opt.backward(&loss).unwrap();
         opt.step(0.0).unwrap();
         let now: Vec<f32> = Vec::try_from(w.reshape([-1])).unwrap();
         assert_eq!(now, vec![5.0; 4]);

@@ -26,6 +26,8 @@ pub struct Tiny {
     norm: nn::LayerNorm,
     classifier: nn::Linear,
     dropout: f64,
+    /// Sparse lookup gradients, as the trainer asks for on the CPU.
+    sparse: bool,
 }
 
 impl Tiny {
@@ -57,6 +59,7 @@ impl Tiny {
             norm,
             classifier,
             dropout,
+            sparse: false,
         }
     }
 
@@ -83,7 +86,8 @@ impl ClassifierModel for Tiny {
     ) -> Tensor {
         // ids, mask [b, s] -> [b, s, 16] -> masked mean [b, 16] -> logits [b, classes]
         let m = mask.to_kind(Kind::Float).unsqueeze(-1);
-        let pooled = (self.emb.forward(ids) * &m).sum_dim_intlist(1, false, Kind::Float)
+        let pooled = (Tensor::embedding(&self.emb.ws, ids, -1, false, self.sparse) * &m)
+            .sum_dim_intlist(1, false, Kind::Float)
             / m.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0);
         let h = self.norm.forward(&pooled).dropout(self.dropout, train);
         self.classifier.forward(&h)
@@ -93,6 +97,12 @@ impl ClassifierModel for Tiny {
     }
     fn var_store_mut(&mut self) -> &mut nn::VarStore {
         &mut self.vs
+    }
+    fn input_table(&self) -> Option<String> {
+        Some("embeddings.word_embeddings.weight".into())
+    }
+    fn set_sparse_input_grad(&mut self, sparse: bool) {
+        self.sparse = sparse;
     }
 }
 
