@@ -559,6 +559,10 @@ pub fn run_train(paths: &Paths, args: &TrainArgs) -> Result<(), JobError> {
         }
         None => tracing::info!("no resourceconfig.json; assuming a single host"),
     }
+    if let Some(uri) = &hp.output_uri {
+        // A wrong bucket would otherwise only show when the upload fails after training.
+        storage::s3::check_output_uri(uri).map_err(DataError::from)?;
+    }
     let read_started = std::time::Instant::now();
     let data = prepare(paths, &hp, &args.channels)?;
     let read_seconds = read_started.elapsed().as_secs_f64();

@@ -51,9 +51,14 @@ fn missing_fifo_fails_after_the_wait_naming_channel_and_path() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("validation_0");
     let started = Instant::now();
-    let err = pipe::open_channel_waiting("validation", &fifo, Duration::from_millis(200))
-        .err()
-        .expect("missing FIFO");
+    let err = pipe::open_channel_waiting(
+        "validation",
+        &fifo,
+        Duration::from_millis(200),
+        Duration::from_secs(5),
+    )
+    .err()
+    .expect("missing FIFO");
     assert!(started.elapsed() >= Duration::from_millis(200));
     assert!(matches!(err, StorageError::MissingFifo { .. }), "{err:?}");
     let text = err.to_string();
@@ -75,10 +80,44 @@ fn fifo_created_shortly_after_start_is_waited_for() {
             std::fs::write(&fifo, b"text,label\nx,y\n").unwrap();
         })
     };
-    let mut stream = pipe::open_channel_waiting("train", &fifo, Duration::from_secs(10)).unwrap();
+    let mut stream = pipe::open_channel_waiting(
+        "train",
+        &fifo,
+        Duration::from_secs(10),
+        Duration::from_secs(10),
+    )
+    .unwrap();
     let mut object = stream.next_object().unwrap().unwrap();
     let mut got = String::new();
     object.reader.read_to_string(&mut got).unwrap();
     assert_eq!(got, "text,label\nx,y\n");
     writer.join().unwrap();
+}
+
+#[test]
+fn fifo_nobody_writes_to_fails_after_the_writer_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = pipe::fifo_path(dir.path(), "train", 0);
+    mkfifo(&fifo);
+    let mut stream = pipe::open_channel_waiting(
+        "train",
+        &fifo,
+        Duration::from_secs(1),
+        Duration::from_millis(300),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let err = stream.next_object().err().expect("no writer");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    assert!(matches!(err, StorageError::SilentFifo { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("'train'") && text.contains(&fifo.display().to_string()),
+        "{text}"
+    );
+    assert!(err.is_bad_input());
 }

@@ -542,16 +542,54 @@ fn output_uri_in_a_missing_bucket_fails_naming_the_uri() {
         ("num_threads", "1"),
         ("save_strategy", "no"),
     ]);
-    let (output, elapsed) = run_txcat(&ml, &moto.endpoint, &["train"], &[]);
-    let log = describe(&output);
-    assert_eq!(output.status.code(), Some(2), "exit status\n{log}");
-    let text = ml.failure_text().expect("failure file");
-    assert_eq!(text.trim_end().lines().count(), 1, "{text:?}");
-    assert!(
-        text.contains("s3://no-such-results/jobs/1/") && text.contains("NoSuchBucket"),
-        "{text}"
+    // Checked before training (and in a dry run): nothing is trained or published.
+    for args in [&["train", "--dry-run"][..], &["train"][..]] {
+        let (output, elapsed) = run_txcat(&ml, &moto.endpoint, args, &[]);
+        let text = ml.assert_failed(
+            &output,
+            2,
+            &[
+                "s3://no-such-results/jobs/1/",
+                "NoSuchBucket",
+                "no-such-results",
+            ],
+        );
+        assert!(
+            !describe(&output).contains("training:"),
+            "{args:?}: trained anyway"
+        );
+        eprintln!(
+            "missing output bucket ({args:?}): {elapsed:?}: {}",
+            text.trim_end()
+        );
+    }
+}
+
+#[test]
+fn output_bucket_that_cannot_be_checked_only_warns() {
+    let moto = MotoServer::start();
+    let admin = moto.admin();
+    admin.create_bucket("txn");
+    admin.put("txn", "train/a.csv", labelled_csv(40, 1).as_bytes());
+    // A role allowed to upload but not to list (HeadBucket needs s3:ListBucket).
+    let proxy = FaultProxy::start(
+        moto.port,
+        Arc::new(|_, line: &str| {
+            if line.starts_with("HEAD /results") {
+                Fault::AccessDenied
+            } else {
+                Fault::Pass
+            }
+        }),
     );
-    // The upload comes after training: the local artifacts stay published and complete.
-    assert!(ml.model_dir().join("model.safetensors").is_file());
-    eprintln!("missing output bucket: {elapsed:?}: {}", text.trim_end());
+    let ml = OptMl::new();
+    ml.write_hyperparameters(&[
+        ("train_uri", "s3://txn/train/"),
+        ("output_uri", "s3://results/jobs/1/"),
+    ]);
+    let (output, _) = run_txcat(&ml, &proxy.endpoint, &["train", "--dry-run"], &[]);
+    let log = describe(&output);
+    assert_eq!(output.status.code(), Some(0), "{log}");
+    assert!(log.contains("cannot check the output bucket"), "{log}");
+    assert!(proxy.requests() >= 2, "{} requests", proxy.requests());
 }

@@ -63,6 +63,12 @@ pub enum StorageError {
     S3 { uri: String, reason: String },
     #[error("channel '{channel}': Pipe-mode FIFO {path} does not exist; is the channel's TrainingInputMode Pipe?")]
     MissingFifo { channel: String, path: String },
+    #[error("channel '{channel}': nothing opened Pipe-mode FIFO {path} for writing within {seconds:.0} s; is the channel's TrainingInputMode Pipe and is a producer writing to it?")]
+    SilentFifo {
+        channel: String,
+        path: String,
+        seconds: f64,
+    },
 }
 
 /// Opens a local file or FIFO as one object, named by its path.

@@ -2,9 +2,9 @@
 //! `/opt/ml/input/data/<channel>_<epoch>`. The FIFO is one [`InputObject`] marked `concatenated`
 //! (so the CSV layer skips the header lines repeated where one file ends and the next begins).
 //!
-//! Invariants: the FIFO is opened lazily by the first `next_object` call (opening blocks until
-//! the writer side is open) and yielded exactly once; epochs after the first are not read (the
-//! caller keeps the rows).
+//! Invariants: the FIFO is opened lazily by the first `next_object` call (opening waits, up to a
+//! limit, for the writer side to open) and yielded exactly once; epochs after the first are not
+//! read (the caller keeps the rows).
 
 use super::{open_file_object, InputObject, ObjectStream, StorageError};
 use std::path::{Path, PathBuf};
@@ -12,21 +12,25 @@ use std::time::{Duration, Instant};
 
 /// How long [`open_channel`] waits for a FIFO that does not exist yet.
 pub const DEFAULT_FIFO_WAIT: Duration = Duration::from_secs(10);
+/// How long opening the FIFO waits for a writer (SageMaker opens its end as the job starts; a
+/// FIFO nobody writes to would otherwise hang the job until its time limit).
+pub const DEFAULT_WRITER_WAIT: Duration = Duration::from_secs(600);
 
 /// The FIFO `fifo` (`/opt/ml/input/data/<channel>_<epoch>`) as one concatenated object.
 pub fn open_channel(
     channel: &str,
     fifo: &Path,
 ) -> Result<Box<dyn ObjectStream + Send>, StorageError> {
-    open_channel_waiting(channel, fifo, DEFAULT_FIFO_WAIT)
+    open_channel_waiting(channel, fifo, DEFAULT_FIFO_WAIT, DEFAULT_WRITER_WAIT)
 }
 
 /// [`open_channel`], waiting up to `wait` for the FIFO to appear (SageMaker may create it a
-/// little after the container starts).
+/// little after the container starts) and up to `writer_wait` for its writer.
 pub fn open_channel_waiting(
     channel: &str,
     fifo: &Path,
     wait: Duration,
+    writer_wait: Duration,
 ) -> Result<Box<dyn ObjectStream + Send>, StorageError> {
     let started = Instant::now();
     while !fifo.exists() {
@@ -39,7 +43,9 @@ pub fn open_channel_waiting(
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(Box::new(PipeStream {
+        channel: channel.to_string(),
         fifo: Some(fifo.to_path_buf()),
+        writer_wait,
     }))
 }
 
@@ -49,7 +55,9 @@ pub fn fifo_path(data_dir: &Path, channel: &str, epoch: u32) -> PathBuf {
 }
 
 struct PipeStream {
+    channel: String,
     fifo: Option<PathBuf>,
+    writer_wait: Duration,
 }
 
 impl ObjectStream for PipeStream {
@@ -57,7 +65,22 @@ impl ObjectStream for PipeStream {
         let Some(path) = self.fifo.take() else {
             return Ok(None);
         };
-        open_file_object(&path, true).map(Some)
+        // Opening a FIFO for reading blocks until a writer opens it; do that on a helper thread
+        // so a FIFO nobody writes to becomes an error instead of a hang (the thread is left
+        // blocked; the job is failing anyway).
+        let (tx, rx) = std::sync::mpsc::channel();
+        let target = path.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(open_file_object(&target, true));
+        });
+        match rx.recv_timeout(self.writer_wait) {
+            Ok(opened) => opened.map(Some),
+            Err(_) => Err(StorageError::SilentFifo {
+                channel: self.channel.clone(),
+                path: path.display().to_string(),
+                seconds: self.writer_wait.as_secs_f64(),
+            }),
+        }
     }
 }
 

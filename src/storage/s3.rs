@@ -167,6 +167,18 @@ pub fn download_prefix_with(
     Ok(())
 }
 
+/// Fails fast when `output_uri`'s bucket does not exist (see `upload::check_output_bucket`).
+pub fn check_output_uri(output_uri: &str) -> Result<(), StorageError> {
+    check_output_uri_with(output_uri, S3Options::from_env())
+}
+
+/// [`check_output_uri`] with explicit options.
+pub fn check_output_uri_with(output_uri: &str, options: S3Options) -> Result<(), StorageError> {
+    let parsed = S3Uri::parse(output_uri)?;
+    let context = S3Context::new(options)?;
+    context.block_on(upload::check_output_bucket(&context, &parsed, output_uri))
+}
+
 /// Uploads `model.tar.gz` (of `model_dir`) and `output.tar.gz` (of `output_data_dir`) under
 /// `output_uri`, each visible only once complete.
 pub fn upload_outputs(

@@ -72,6 +72,49 @@ fn append_dir_contents<W: Write>(
     Ok(())
 }
 
+/// Checks, before any training, that `output_uri`'s bucket exists and answers in this region,
+/// so a typo fails the job at once rather than after hours of training. HeadBucket needs
+/// s3:ListBucket, which an upload-only role may lack: access denied is only logged.
+pub async fn check_output_bucket(
+    context: &S3Context,
+    uri: &S3Uri,
+    output_uri: &str,
+) -> Result<(), StorageError> {
+    let client = &context.client;
+    let checked = with_retry(&context.options.retry, output_uri, || {
+        let request = client.head_bucket().bucket(&uri.bucket);
+        async move {
+            request.send().await.map(|_| ()).map_err(|err| {
+                match classify(err, output_uri, Operation::List) {
+                    // HEAD responses have no body, so a missing bucket is a bare 404.
+                    Failure::Permanent(StorageError::NoSuchKey { uri }) => {
+                        Failure::Permanent(StorageError::NoSuchBucket {
+                            uri,
+                            bucket: String::new(),
+                        })
+                    }
+                    other => other,
+                }
+            })
+        }
+    })
+    .await;
+    match checked {
+        Err(StorageError::NoSuchBucket { uri: text, .. }) => Err(StorageError::NoSuchBucket {
+            uri: text,
+            bucket: uri.bucket.clone(),
+        }),
+        Err(StorageError::AccessDenied { .. }) => {
+            tracing::warn!(
+                output_uri,
+                "cannot check the output bucket (no s3:ListBucket); the upload after training will tell"
+            );
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// Tarballs both directories and uploads them under `output_uri` (output first, model last).
 pub fn upload_outputs(
     context: &S3Context,
