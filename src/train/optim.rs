@@ -127,6 +127,8 @@ pub struct AdamW {
     step: u64,
     /// Where gradients live: one flat buffer (devices), or tensors handed over by backward (CPU).
     grads: Grads,
+    /// Host path: the clipping factor for the pending gradients, applied by the update.
+    host_grad_scale: f32,
 }
 
 /// Gradient storage of the two update paths.
@@ -216,6 +218,7 @@ impl AdamW {
             exp_avg_sq: Tensor::f_zeros([offset], opts)?,
             step: 0,
             grads,
+            host_grad_scale: 1.0,
         };
         for i in 0..optim.slots.len() {
             optim.bind_param(i)?;
@@ -468,14 +471,14 @@ impl AdamW {
     ///
     /// # Safety
     /// After [`AdamW::settle_host_grads`]; the slices must not outlive the pending tensors.
-    unsafe fn host_grad_parts(&self) -> Vec<&mut [f32]> {
+    unsafe fn host_grad_parts(&self) -> Vec<&[f32]> {
         let Grads::Host { pending, .. } = &self.grads else {
             return Vec::new();
         };
         pending
             .iter()
             .flatten()
-            .map(|g| {
+            .map(|g| -> &[f32] {
                 if g.is_sparse() {
                     host_slice_owned(g.values())
                 } else {
@@ -491,14 +494,16 @@ impl AdamW {
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<Tensor, OptimError> {
         if self.on_host() {
             self.settle_host_grads()?;
-            // SAFETY: the pending gradients are owned contiguous fp32 CPU tensors, each with its
-            // own storage, untouched by anything else until the step.
+            // SAFETY: the pending gradients are owned contiguous fp32 CPU tensors, untouched by
+            // anything else until the step.
             let parts = unsafe { self.host_grad_parts() };
-            let norm = host::sum_squares(parts.iter().map(|p| &**p).collect()).sqrt();
+            let norm = host::sum_squares(parts).sqrt();
+            self.host_grad_scale = 1.0;
             if max_norm > 0.0 {
                 let coef = max_norm / (norm + 1e-6);
                 if coef < 1.0 {
-                    host::scale(parts, coef as f32);
+                    // Applied while the update reads the gradients (see host::Coefficients).
+                    self.host_grad_scale = coef as f32;
                 }
             }
             return Ok(Tensor::f_from_slice(&[norm as f32])?.f_reshape([])?);
@@ -571,6 +576,7 @@ impl AdamW {
             eps: c.eps as f32,
             bias_correction2_sqrt: (1.0 - c.beta2.powi(t)).sqrt() as f32,
             step_size: (lr / (1.0 - c.beta1.powi(t))) as f32,
+            grad_scale: std::mem::replace(&mut self.host_grad_scale, 1.0),
         };
         let decay = (1.0 - lr * c.weight_decay) as f32;
         let Grads::Host { pending, lazy } = &self.grads else {
@@ -649,7 +655,10 @@ impl AdamW {
     /// dropped.
     pub fn zero_grad(&mut self) -> Result<(), OptimError> {
         match &mut self.grads {
-            Grads::Host { pending, .. } => pending.iter_mut().for_each(|g| *g = None),
+            Grads::Host { pending, .. } => {
+                pending.iter_mut().for_each(|g| *g = None);
+                self.host_grad_scale = 1.0;
+            }
             Grads::Flat { .. } => {
                 self.gather_flat_grads()?;
                 if let Grads::Flat { flat, .. } = &mut self.grads {

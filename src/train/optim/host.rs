@@ -14,6 +14,9 @@ pub struct Coefficients {
     pub bias_correction2_sqrt: f32,
     /// `lr / (1 - beta1^t)`.
     pub step_size: f32,
+    /// Gradient clipping's factor, applied as gradients are read (1 = none): the same product
+    /// as scaling the gradients in place first, without that extra pass.
+    pub grad_scale: f32,
 }
 
 /// Below this many elements work stays on the calling thread.
@@ -163,7 +166,7 @@ pub fn adamw(spans: Vec<Span<'_>>, k: Coefficients) {
     });
 }
 
-/// `p *= decay; m = lerp(m, g, 1-b1); v = b2*v + (1-b2)*g*g;
+/// `g *= grad_scale; p *= decay; m = lerp(m, g, 1-b1); v = b2*v + (1-b2)*g*g;
 /// p -= step_size * m / (sqrt(v)/bc2 + eps)`, element-wise.
 pub fn adamw_serial(
     p: &mut [f32],
@@ -176,6 +179,7 @@ pub fn adamw_serial(
     let w1 = 1.0 - k.beta1;
     let w2 = 1.0 - k.beta2;
     for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        let g = g * k.grad_scale;
         // torch.lerp with weight < 0.5: start + weight * (end - start).
         let mi = *m + w1 * (g - *m);
         let vi = *v * k.beta2 + w2 * (g * g);
@@ -211,15 +215,6 @@ fn sum_squares_serial(x: &[f32]) -> f64 {
         total += (lanes.iter().sum::<f32>() + tail) as f64;
     }
     total
-}
-
-/// `x *= coef` for every part.
-pub fn scale(parts: Vec<&mut [f32]>, coef: f32) {
-    map_split(parts, |group| {
-        for part in group {
-            part.iter_mut().for_each(|x| *x *= coef);
-        }
-    });
 }
 
 #[cfg(test)]
