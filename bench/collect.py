@@ -3,12 +3,15 @@
 
   collect.py RUN_DIR [--results bench/RESULTS.md] [--no-record] [--note TEXT]
 
-RUN_DIR holds, per implementation NAME in (txcat, recipe, tuned):
+RUN_DIR (or, after `bench/run --repeat N`, each RUN_DIR/round-K) holds, per implementation NAME in
+(txcat, recipe, tuned):
   NAME.measure.json  wall time and peak RSS measured from outside (measure.py), for all three alike;
   NAME.json          the Python references' own report (reference/common.py);
   txcat/output/data/run_summary.json, metrics.json, txcat.log  what txcat wrote: values are looked up by
                      the key names in TXCAT_KEYS, in that order (the log as `name=value`);
-  run.json           the run's settings (written by bench/run).
+  run.json           the run's settings (written by bench/run, in RUN_DIR).
+With rounds, every figure is the median over the rounds (ratios are ratios of medians) and the
+per-round train samples/s ratios are listed under the table.
 Ratios are "txcat's advantage": txcat/ref for rates, ref/txcat for times and memory, so a number
 above 1 always means txcat did better; accuracy and macro-F1 show the difference txcat - ref.
 """
@@ -18,7 +21,9 @@ import datetime as dt
 import json
 import os
 import platform
+import glob
 import re
+import statistics
 import sys
 
 # (field, label, better, format); better: "high" or "low" (ratio), "diff" (txcat - ref, scores).
@@ -152,6 +157,36 @@ def ratio(tx, ref, better):
     return f"{(tx / ref if better == 'high' else ref / tx):.2f}x"
 
 
+def round_values(run_dir, impls):
+    """(the references' own reports, every implementation's figures) of one round."""
+    refs = {name: load(os.path.join(run_dir, f"{name}.json")) for name in ("recipe", "tuned") if name in impls}
+    values = {name: dict(rep or {}) for name, rep in refs.items()}
+    if "txcat" in impls:
+        values["txcat"] = txcat_values(run_dir, next((r for r in refs.values() if r), None))
+    for name in impls:  # Outside measurements replace self-reported wall time and RSS.
+        m = load(os.path.join(run_dir, f"{name}.measure.json"))
+        if m:
+            values.setdefault(name, {})
+            values[name]["wall_s"] = m["wall_s"]
+            values[name]["peak_rss_mb"] = m["peak_rss_mb"]
+            values[name]["rc"] = m["rc"]
+            if m.get("gpu_mem_used_peak_mb") is not None:
+                values[name]["gpu_mem_used_peak_mb"] = m["gpu_mem_used_peak_mb"]
+    return refs, values
+
+
+def median_values(per_round):
+    """Field-wise median over rounds (numbers only; the first round's other values; the worst exit code)."""
+    out = dict(per_round[0]) if per_round else {}
+    for field in {k for r in per_round for k in r}:
+        xs = [r[field] for r in per_round if isinstance(r.get(field), (int, float)) and not isinstance(r.get(field), bool)]
+        if field == "rc":
+            out[field] = max(xs, key=abs) if xs else None
+        elif xs:
+            out[field] = statistics.median(xs)
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("run_dir")
@@ -161,21 +196,13 @@ def main() -> int:
     a = p.parse_args()
     run = load(os.path.join(a.run_dir, "run.json")) or {}
     impls = run.get("impls", ["txcat", "recipe", "tuned"])
-    refs = {name: load(os.path.join(a.run_dir, f"{name}.json")) for name in ("recipe", "tuned") if name in impls}
-    values = {}
-    for name, rep in refs.items():
-        values[name] = dict(rep or {})
-    if "txcat" in impls:
-        values["txcat"] = txcat_values(a.run_dir, next((r for r in refs.values() if r), None))
-    for name in impls:  # Outside measurements replace self-reported wall time and RSS.
-        m = load(os.path.join(a.run_dir, f"{name}.measure.json"))
-        if m:
-            values.setdefault(name, {})
-            values[name]["wall_s"] = m["wall_s"]
-            values[name]["peak_rss_mb"] = m["peak_rss_mb"]
-            values[name]["rc"] = m["rc"]
-            if m.get("gpu_mem_used_peak_mb") is not None:
-                values[name]["gpu_mem_used_peak_mb"] = m["gpu_mem_used_peak_mb"]
+    round_dirs = sorted(
+        (d for d in glob.glob(os.path.join(a.run_dir, "round-*")) if os.path.isdir(d)),
+        key=lambda d: int(d.rsplit("-", 1)[1]) if d.rsplit("-", 1)[1].isdigit() else 0,
+    ) or [a.run_dir]
+    rounds = [round_values(d, impls) for d in round_dirs]
+    refs = rounds[0][0]
+    values = {name: median_values([r[1].get(name, {}) for r in rounds]) for name in impls}
     gpu = any(r and r.get("device") == "cuda" for r in refs.values())
 
     cols = [n for n in ("txcat", "recipe", "tuned") if n in impls]
@@ -191,6 +218,15 @@ def main() -> int:
             tx = values["txcat"].get(field)
             cells += [ratio(tx, values.get(r, {}).get(field), better) for r in cols if r != "txcat"]
         lines.append("| " + " | ".join(cells) + " |")
+    if len(rounds) > 1 and "txcat" in impls:
+        lines.append("")
+        lines.append(f"Medians of {len(rounds)} rounds (each round ran every implementation in turn).")
+        for r in cols:
+            if r == "txcat":
+                continue
+            per = [ratio(v.get("txcat", {}).get("train_samples_per_s"), v.get(r, {}).get("train_samples_per_s"), "high")
+                   for _, v in rounds]
+            lines.append(f"Train samples/s, txcat vs {r}, per round: {', '.join(per)}.")
     table = "\n".join(lines)
 
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
