@@ -194,6 +194,7 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
         ?device,
         ?precision,
         threads = tch::get_num_threads(),
+        omp_wait_policy = %std::env::var("OMP_WAIT_POLICY").unwrap_or_default(),
         "device"
     );
 

@@ -14,10 +14,38 @@ use txcat::job::{self, JobError, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_RUNTIME};
 use txcat::predict::PredictError;
 use txcat::sagemaker::{self, Paths};
 
+/// libgomp (libtorch's OpenMP) makes idle workers spin by default, and it reads
+/// `OMP_WAIT_POLICY` only once, when libtorch loads it, before `main`. Spinning workers fight
+/// with each other and with txcat's own optimizer threads whenever the CPU is shared: on the
+/// 2-core bench machine a MiniLM run went from 44 to 67 samples/s with one other busy process,
+/// and from 137 to 145 on an idle machine. So unless the user chose a policy, re-execute once
+/// with `OMP_WAIT_POLICY=PASSIVE` (same PID, arguments and environment otherwise).
+fn ensure_passive_openmp() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| exe.clone().into_os_string());
+    let error = std::process::Command::new(&exe)
+        .arg0(arg0)
+        .args(args)
+        .env("OMP_WAIT_POLICY", "PASSIVE")
+        .exec();
+    // Only reached when exec failed: run on with libgomp's default.
+    eprintln!(
+        "txcat: could not re-execute with OMP_WAIT_POLICY=PASSIVE ({error}); continuing with spinning OpenMP workers"
+    );
+}
+
 /// Where the last panic happened, recorded by the panic hook for the failure reason.
 static PANIC_LOCATION: Mutex<Option<String>> = Mutex::new(None);
 
 fn main() -> ExitCode {
+    ensure_passive_openmp();
     init_logging();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

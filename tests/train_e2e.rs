@@ -110,11 +110,22 @@ fn learns_a_separable_set_and_writes_a_transformers_directory() {
 
 #[test]
 fn one_seed_gives_identical_runs_and_another_seed_does_not() {
-    let runs: Vec<OptMl> = ["7", "7", "8"]
+    // The repeat also runs with spinning OpenMP workers: the wait policy must not change
+    // results. Without an explicit policy txcat re-executes itself with PASSIVE.
+    let runs: Vec<OptMl> = [("7", None), ("7", Some("ACTIVE")), ("8", None)]
         .iter()
-        .map(|seed| {
+        .map(|&(seed, policy)| {
             let ml = tree(&[("seed", seed), ("epochs", "2")]);
-            train(&ml);
+            let mut command = ml.command();
+            match policy {
+                Some(p) => command.env("OMP_WAIT_POLICY", p),
+                None => command.env_remove("OMP_WAIT_POLICY"),
+            };
+            let out = command.arg("train").output().expect("run txcat");
+            let log = describe(&out);
+            assert_eq!(out.status.code(), Some(0), "train failed\n{log}");
+            let expected = format!("omp_wait_policy={}", policy.unwrap_or("PASSIVE"));
+            assert!(log.contains(&expected), "{expected} not in\n{log}");
             ml
         })
         .collect();
