@@ -1,8 +1,7 @@
 //! The metrics agree with scikit-learn on random predictions, including a class that is never
 //! predicted and one that never occurs in the true labels.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+mod support;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -28,9 +27,6 @@ fn close(a: f64, b: f64, what: &str) {
 
 #[test]
 fn metrics_match_scikit_learn() {
-    let python = std::env::var("TXCAT_PYTHON").unwrap_or_else(|_| {
-        panic!("TXCAT_PYTHON is unset: run `source scripts/lib.sh && setup_test` (or scripts/test) so this test can compare against scikit-learn")
-    });
     let n = 7;
     for seed in 0..4u64 {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -54,22 +50,8 @@ fn metrics_match_scikit_learn() {
         let names: Vec<String> = (0..n).map(|i| format!("L{i}")).collect();
         let r = classification_report(&y_true, &y_pred, &names, None).unwrap();
 
-        let mut child = Command::new(&python)
-            .args(["-c", PY])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start python");
         let input = serde_json::json!({"y_true": y_true, "y_pred": y_pred, "n": n});
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.to_string().as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "scikit-learn reference failed");
-        let sk: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let sk = support::python::run_json(PY, &input, "scikit-learn reference");
         let f = |v: &serde_json::Value| v.as_f64().unwrap();
 
         close(r.accuracy, f(&sk["accuracy"]), "accuracy");

@@ -4,6 +4,8 @@
 //! - the pretrained MiniLM (TXCAT_MINILM_DIR): last hidden states within 1e-4;
 //! - round trips through transformers (TXCAT_PYTHON): logits within 1e-5, labels preserved.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -32,22 +34,13 @@ fn texts() -> Vec<String> {
     serde_json::from_value(read_json(&fixture("texts.json"))).unwrap()
 }
 
-fn python() -> PathBuf {
-    match std::env::var_os("TXCAT_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => panic!(
-            "TXCAT_PYTHON is unset: run `source scripts/lib.sh && setup_test` first, or scripts/test"
-        ),
-    }
-}
-
 /// Runs tests/fixtures/hf_reference.py on `request` and returns its JSON answer.
 fn hf_reference(request: Value) -> Value {
     let tmp = tempfile::tempdir().unwrap();
     let req = tmp.path().join("request.json");
     let resp = tmp.path().join("response.json");
     std::fs::write(&req, request.to_string()).unwrap();
-    let out = Command::new(python())
+    let out = Command::new(support::python::interpreter())
         .arg(fixture("hf_reference.py"))
         .arg(&req)
         .arg(&resp)

@@ -3,6 +3,7 @@
 //! transformers, and `predict` agrees with transformers' pipeline.
 
 mod common;
+mod support;
 
 use common::{describe, fixture, separable_csv, OptMl, CLASSES};
 use std::path::Path;
@@ -43,11 +44,6 @@ fn train(ml: &OptMl) {
 fn read_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
-}
-
-fn python() -> String {
-    std::env::var("TXCAT_PYTHON")
-        .expect("TXCAT_PYTHON is unset: run the suite through scripts/test (it sets up the venv)")
 }
 
 #[test]
@@ -185,7 +181,7 @@ fn predict_matches_the_transformers_pipeline() {
     let texts_path = dir.path().join("texts.json");
     std::fs::write(&texts_path, serde_json::to_string(&texts).unwrap()).unwrap();
     let hf_path = dir.path().join("hf.json");
-    let py = Command::new(python())
+    let py = Command::new(support::python::interpreter())
         .arg(fixture("hf_pipeline.py"))
         .arg(ml.model_dir())
         .arg(&texts_path)

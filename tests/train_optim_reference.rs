@@ -1,17 +1,10 @@
 //! AdamW + global-norm clipping against PyTorch's `torch.optim.AdamW` and
 //! `torch.nn.utils.clip_grad_norm_` on the same tensors, gradients and learning rates.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+mod support;
 
 use tch::{nn, Device, Kind, Tensor};
 use txcat::train::optim::{AdamW, AdamWConfig};
-
-fn python() -> String {
-    std::env::var("TXCAT_PYTHON").unwrap_or_else(|_| {
-        panic!("TXCAT_PYTHON is unset: run `source scripts/lib.sh && setup_test` (or scripts/test) so this test can compare against PyTorch")
-    })
-}
 
 const PY: &str = r#"
 import json, sys, torch
@@ -109,21 +102,7 @@ fn adamw_and_clipping_match_pytorch() {
     let input = serde_json::json!({
         "vars": json_vars, "decay": ["layer.weight"], "wd": wd, "max_norm": max_norm, "lrs": lrs,
     });
-    let mut child = Command::new(python())
-        .args(["-c", PY])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start python");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "python reference failed");
-    let reference: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reference = support::python::run_json(PY, &input, "PyTorch AdamW reference");
 
     let ref_norms: Vec<f64> = serde_json::from_value(reference["norms"].clone()).unwrap();
     assert!(

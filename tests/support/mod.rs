@@ -1,5 +1,6 @@
-//! Shared helpers for integration tests: a moto S3 server, a fault-injecting proxy, and
-//! labelled CSV bodies with an independent row count.
+//! Shared helpers for integration tests: a moto S3 server, a fault-injecting proxy, labelled
+//! CSV bodies with an independent row count, and the reference Python.
 pub mod csv_rows;
 pub mod fault_proxy;
 pub mod moto;
+pub mod python;

@@ -73,11 +73,9 @@ pub fn point_child_at(command: &mut Command, endpoint: &str) {
         .env_remove("TXCAT_S3_FORCE_PATH_STYLE");
 }
 
-/// The Python interpreter from `TXCAT_PYTHON`; fails the test loudly when it is unset.
+/// The Python interpreter from `TXCAT_PYTHON` (it provides moto[server]).
 pub fn python() -> String {
-    std::env::var("TXCAT_PYTHON").unwrap_or_else(|_| {
-        panic!("TXCAT_PYTHON is not set: run `source scripts/lib.sh && setup_test` or scripts/test (it provides moto[server])")
-    })
+    super::python::interpreter()
 }
 
 /// A free TCP port on 127.0.0.1 (released just before use; good enough for tests).
