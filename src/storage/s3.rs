@@ -45,14 +45,7 @@ pub fn open_channel_with(
     uri: &str,
     options: S3Options,
 ) -> Result<Box<dyn ObjectStream + Send>, StorageError> {
-    let parsed = S3Uri::parse(uri)?;
-    let context = Arc::new(S3Context::new(options)?);
-    let (prefix, objects) = context.block_on(download::resolve(
-        &context.client,
-        &context.options.retry,
-        &parsed,
-        uri,
-    ))?;
+    let (parsed, context, prefix, objects) = list_uri(uri, options)?;
     let single = objects.len() == 1 && objects[0].key == parsed.key;
     let listed = objects.len();
     let mut objects: Vec<_> = objects
@@ -76,6 +69,23 @@ pub fn open_channel_with(
         parsed.bucket,
         objects,
     )))
+}
+
+/// Parses `uri`, starts a client and lists what the URI names (a key or a folder): the parsed
+/// URI, the context, the listing prefix and the objects.
+fn list_uri(
+    uri: &str,
+    options: S3Options,
+) -> Result<(S3Uri, Arc<S3Context>, String, Vec<download::ObjectInfo>), StorageError> {
+    let parsed = S3Uri::parse(uri)?;
+    let context = Arc::new(S3Context::new(options)?);
+    let (prefix, objects) = context.block_on(download::resolve(
+        &context.client,
+        &context.options.retry,
+        &parsed,
+        uri,
+    ))?;
+    Ok((parsed, context, prefix, objects))
 }
 
 fn empty_error(channel: &str, parsed: &S3Uri, uri: &str, listed: usize) -> StorageError {
@@ -104,14 +114,7 @@ pub fn download_prefix_with(
     dest: &Path,
     options: S3Options,
 ) -> Result<(), StorageError> {
-    let parsed = S3Uri::parse(uri)?;
-    let context = Arc::new(S3Context::new(options)?);
-    let (prefix, objects) = context.block_on(download::resolve(
-        &context.client,
-        &context.options.retry,
-        &parsed,
-        uri,
-    ))?;
+    let (parsed, context, prefix, objects) = list_uri(uri, options)?;
     let mut planned = Vec::new();
     for object in objects {
         if object.key.ends_with('/') {
