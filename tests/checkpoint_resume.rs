@@ -95,6 +95,21 @@ fn run(
     fit(model, &job.train, &job.eval, hp, opts, hook).unwrap()
 }
 
+/// Trains fresh tiny weights under `hp`, checkpointing into a new directory.
+fn checkpointed_run(hp: &Hyperparameters) -> (Job, tempfile::TempDir) {
+    let job = job(hp);
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = Tiny::new(3, CLASSES, 0.1);
+    run(
+        &mut model,
+        &job,
+        hp,
+        opts(),
+        &mut hook(dir.path(), hp, &job),
+    );
+    (job, dir)
+}
+
 fn opts() -> FitOptions {
     FitOptions::new(names(), Device::Cpu)
 }
@@ -283,16 +298,7 @@ fn incompatible_checkpoint_names_every_differing_field() {
         max_steps: Some(5),
         ..hp()
     };
-    let job = job(&hp);
-    let dir = tempfile::tempdir().unwrap();
-    let mut model = Tiny::new(3, CLASSES, 0.1);
-    run(
-        &mut model,
-        &job,
-        &hp,
-        opts(),
-        &mut hook(dir.path(), &hp, &job),
-    );
+    let (job, dir) = checkpointed_run(&hp);
     assert_eq!(checkpoint_steps(dir.path()), vec![5]);
 
     let other_hp = Hyperparameters {
@@ -350,16 +356,7 @@ fn torn_and_incomplete_checkpoints_are_skipped() {
         save_total_limit: None,
         ..hp()
     };
-    let job = job(&hp);
-    let dir = tempfile::tempdir().unwrap();
-    let mut model = Tiny::new(3, CLASSES, 0.1);
-    run(
-        &mut model,
-        &job,
-        &hp,
-        opts(),
-        &mut hook(dir.path(), &hp, &job),
-    );
+    let (job, dir) = checkpointed_run(&hp);
     assert_eq!(checkpoint_steps(dir.path()), vec![5, 10]);
 
     // A write killed half-way, a newer folder with no manifest (torn S3 sync), and a newest one
@@ -429,16 +426,7 @@ fn weights_of_another_shape_are_refused_by_name() {
         max_steps: Some(5),
         ..hp()
     };
-    let job = job(&hp);
-    let dir = tempfile::tempdir().unwrap();
-    let mut model = Tiny::new(3, CLASSES, 0.1);
-    run(
-        &mut model,
-        &job,
-        &hp,
-        opts(),
-        &mut hook(dir.path(), &hp, &job),
-    );
+    let (_, dir) = checkpointed_run(&hp);
     let weights = dir.path().join("checkpoint-5/model.safetensors");
     let wider = Tiny::new(3, CLASSES + 1, 0.1);
     let before = wider.weights();
