@@ -947,6 +947,38 @@ mod tests {
         }
     }
 
+    /// A row whose gradient arrives without a `prepare_rows` first (a caller that forgot) is
+    /// still caught up before its update: with a loss whose gradient ignores the weights the
+    /// result equals the dense update.
+    #[test]
+    fn unprepared_rows_are_caught_up_before_their_update() {
+        let run = |lazy: bool| -> Vec<f32> {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let init = Tensor::arange(8 * 3, (Kind::Float, Device::Cpu))
+                .view([8, 3])
+                .cos();
+            let table = vs.root().sub("emb").var_copy("weight", &init);
+            let config = AdamWConfig {
+                weight_decay: 0.05,
+                ..AdamWConfig::default()
+            };
+            let mut opt = AdamW::new(&vs, config).unwrap();
+            if lazy {
+                assert!(opt.make_lazy("emb.weight").unwrap());
+            }
+            let weights = Tensor::from_slice(&[0.5f32, -1.0, 2.0]);
+            for (step, ids) in [[1i64, 2], [3, 4], [1, 5], [2, 1]].iter().enumerate() {
+                let ids = Tensor::from_slice(ids);
+                let x = Tensor::embedding(&table, &ids, -1, false, lazy);
+                opt.backward(&(x * &weights).sum(Kind::Float)).unwrap();
+                opt.step(0.1 / (step as f64 + 1.0)).unwrap();
+            }
+            opt.sync_params();
+            Vec::<f32>::try_from(table.reshape([-1])).unwrap()
+        };
+        assert_eq!(run(true), run(false));
+    }
+
     #[test]
     fn a_dense_gradient_for_the_lazy_table_is_refused() {
         let vs = nn::VarStore::new(Device::Cpu);

@@ -175,13 +175,24 @@ impl LazyTable {
     }
 
     /// Applies step `step` (already recorded) to the rows that have a gradient: `rows[i]` gets
-    /// `grads[i*dim..(i+1)*dim]`. Each row must have been caught up to `step - 1`.
+    /// `grads[i*dim..(i+1)*dim]`. Rows should have been caught up before the forward pass that
+    /// read them ([`LazyTable::catch_up_rows`]); one that was not is caught up here first.
     pub fn apply(&mut self, step: u64, rows: &[i64], grads: &[f32], buf: TableBuffers<'_>) {
-        let record = self.history[(step - self.base - 1) as usize];
+        let at = (step - self.base - 1) as usize;
+        let record = self.history[at];
         for (&id, g) in rows.iter().zip(grads.chunks_exact(self.dim)) {
             let row = id as usize;
-            debug_assert_eq!(self.current[row] + 1, step, "row {row} was not caught up");
             let span = row * self.dim..(row + 1) * self.dim;
+            if self.current[row] + 1 < step {
+                replay(
+                    &self.history[..at],
+                    self.current[row] - self.base,
+                    self.touched[row],
+                    &mut buf.p[span.clone()],
+                    &mut buf.m[span.clone()],
+                    &mut buf.v[span.clone()],
+                );
+            }
             adamw_serial(
                 &mut buf.p[span.clone()],
                 g,
