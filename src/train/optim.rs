@@ -413,8 +413,8 @@ impl AdamW {
     }
 
     /// Turns the pending host gradients into owned, contiguous fp32 tensors (dense ones for
-    /// every slot but the lazy table, whose gradient is coalesced), so they can be scaled in
-    /// place and read as slices.
+    /// every slot but the lazy table, whose gradient is coalesced), so they can be unscaled in
+    /// place and read as slices. Idempotent.
     fn settle_host_grads(&mut self) -> Result<(), OptimError> {
         let Grads::Host { pending, lazy } = &mut self.grads else {
             return Ok(());
@@ -455,7 +455,7 @@ impl AdamW {
                     g = g.f_to_kind(Kind::Float)?;
                 }
                 g = g.f_contiguous()?;
-                // Autograd may hand the same tensor to two variables; scaling in place needs
+                // Autograd may hand the same tensor to two variables; unscaling in place needs
                 // each to own its storage.
                 if !seen.insert(g.data_ptr() as usize) {
                     g = g.copy();
@@ -467,7 +467,8 @@ impl AdamW {
         Ok(())
     }
 
-    /// The pending host gradients' elements: dense slots, then the lazy table's values.
+    /// The pending host gradients' elements in slot order (the lazy table's sparse values in
+    /// its place).
     ///
     /// # Safety
     /// After [`AdamW::settle_host_grads`]; the slices must not outlive the pending tensors.
