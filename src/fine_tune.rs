@@ -127,7 +127,7 @@ pub fn source_model(paths: &Paths, hp: &Hyperparameters) -> Result<SourceModel, 
             .tempdir()
             .map_err(FineTuneError::TempDir)?;
         tracing::info!(uri = name, dest = %tmp.path().display(), "downloading the model from S3");
-        s3::download_prefix(name, tmp.path())?;
+        s3::download_prefix(name, tmp.path(), s3::S3Options::from_settings(&paths.s3))?;
         return Ok(SourceModel {
             dir: tmp.path().to_path_buf(),
             _download: Some(tmp),
@@ -297,7 +297,12 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
     tracing::info!(model_dir = %paths.model_dir.display(), output_dir = %paths.output_data_dir.display(), "artifacts published");
 
     if let Some(uri) = &hp.output_uri {
-        s3::upload_outputs(uri, &paths.model_dir, &paths.output_data_dir)?;
+        s3::upload_outputs(
+            uri,
+            &paths.model_dir,
+            &paths.output_data_dir,
+            s3::S3Options::from_settings(&paths.s3),
+        )?;
         tracing::info!(
             uri = uri.as_str(),
             "uploaded model.tar.gz and output.tar.gz"

@@ -18,7 +18,8 @@ use crate::data::split::stratified;
 use crate::data::DataError;
 use crate::fine_tune::{self, FineTuneError, FineTuneRequest};
 use crate::hyperparams::{DeviceChoice, HyperparameterError, Hyperparameters, UnseenLabels};
-use crate::sagemaker::{self, ContractError, InputMode, Paths};
+use crate::sagemaker::{self, ContractError, InputMode, Paths, S3Settings};
+use crate::storage::s3::S3Options;
 use crate::storage::{self, ObjectStream, StorageError};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -91,12 +92,18 @@ impl std::fmt::Display for ChannelSource {
 }
 
 impl ChannelSource {
-    /// Opens the source through the matching storage backend.
-    pub fn open(&self, channel: &str) -> Result<Box<dyn ObjectStream + Send>, StorageError> {
+    /// Opens the source through the matching storage backend (`s3` configures S3 clients).
+    pub fn open(
+        &self,
+        channel: &str,
+        s3: &S3Settings,
+    ) -> Result<Box<dyn ObjectStream + Send>, StorageError> {
         match self {
             ChannelSource::Local { path, .. } => storage::local::open_channel(channel, path),
             ChannelSource::Pipe { fifo } => storage::pipe::open_channel(channel, fifo),
-            ChannelSource::S3 { uri } => storage::s3::open_channel(channel, uri),
+            ChannelSource::S3 { uri } => {
+                storage::s3::open_channel(channel, uri, S3Options::from_settings(s3))
+            }
         }
     }
 }
@@ -315,7 +322,7 @@ pub fn prepare(
     let mut budget = BadRowBudget::new(hp.max_bad_rows);
     let read = |name: &str, source: &ChannelSource, budget: &mut BadRowBudget| {
         tracing::info!(channel = name, source = %source, "reading channel");
-        let mut stream = source.open(name).map_err(DataError::from)?;
+        let mut stream = source.open(name, &paths.s3).map_err(DataError::from)?;
         let rows = read_channel(name, stream.as_mut(), &columns, budget)?;
         tracing::info!(
             channel = name,
@@ -561,7 +568,8 @@ pub fn run_train(paths: &Paths, args: &TrainArgs) -> Result<(), JobError> {
     }
     if let Some(uri) = &hp.output_uri {
         // A wrong bucket would otherwise only show when the upload fails after training.
-        storage::s3::check_output_uri(uri).map_err(DataError::from)?;
+        storage::s3::check_output_uri(uri, S3Options::from_settings(&paths.s3))
+            .map_err(DataError::from)?;
     }
     let read_started = std::time::Instant::now();
     let data = prepare(paths, &hp, &args.channels)?;

@@ -84,8 +84,7 @@ fn prefix_yields_data_objects_in_key_order_with_exact_bytes() {
     let admin = moto.admin();
     let wanted = setup_channel(&admin);
     for uri in ["s3://bkt/data", "s3://bkt/data/"] {
-        let got =
-            read_all(s3::open_channel_with("train", uri, options(&moto.endpoint)).expect("open"));
+        let got = read_all(s3::open_channel("train", uri, options(&moto.endpoint)).expect("open"));
         let expected: Vec<_> = wanted
             .iter()
             .map(|(k, b)| (format!("s3://bkt/{k}"), b.clone()))
@@ -100,14 +99,14 @@ fn single_key_is_one_object_and_missing_key_names_the_uri() {
     let admin = moto.admin();
     let wanted = setup_channel(&admin);
     let got = read_all(
-        s3::open_channel_with("train", "s3://bkt/data/b.csv.gz", options(&moto.endpoint)).unwrap(),
+        s3::open_channel("train", "s3://bkt/data/b.csv.gz", options(&moto.endpoint)).unwrap(),
     );
     assert_eq!(
         got,
         vec![("s3://bkt/data/b.csv.gz".to_string(), wanted[1].1.clone())]
     );
 
-    let err = s3::open_channel_with("train", "s3://bkt/data/nope.csv", options(&moto.endpoint))
+    let err = s3::open_channel("train", "s3://bkt/data/nope.csv", options(&moto.endpoint))
         .err()
         .expect("missing key must fail");
     assert!(matches!(err, StorageError::NoSuchKey { .. }), "{err:?}");
@@ -138,7 +137,7 @@ fn missing_bucket_and_empty_prefixes_fail_with_one_line_naming_the_uri() {
         ("s3:/bkt/typo", "invalid S3 URI"),
     ];
     for (uri, expected) in cases {
-        let err = s3::open_channel_with("train", uri, options(&moto.endpoint))
+        let err = s3::open_channel("train", uri, options(&moto.endpoint))
             .err()
             .expect(uri)
             .to_string();
@@ -162,9 +161,8 @@ fn listing_follows_pagination_past_1000_keys() {
         })
         .collect();
     admin.put_many("many", objects.clone());
-    let got = read_all(
-        s3::open_channel_with("train", "s3://many/rows/", options(&moto.endpoint)).unwrap(),
-    );
+    let got =
+        read_all(s3::open_channel("train", "s3://many/rows/", options(&moto.endpoint)).unwrap());
     assert_eq!(got.len(), count);
     for ((name, bytes), (key, body)) in got.iter().zip(&objects) {
         assert_eq!(name, &format!("s3://many/{key}"));
@@ -181,7 +179,7 @@ fn download_prefix_mirrors_relative_paths_and_skips_markers() {
     admin.put("models", "runs/7/model/tok/vocab.txt", b"[PAD]\n[UNK]\n");
     admin.put("models", "runs/7/model/_SUCCESS", b"");
     let dest = tempfile::tempdir().unwrap();
-    s3::download_prefix_with(
+    s3::download_prefix(
         "s3://models/runs/7/model",
         dest.path(),
         options(&moto.endpoint),
@@ -211,7 +209,7 @@ fn download_prefix_refuses_keys_escaping_the_destination() {
     admin.put("evil", "m/config.json", b"{}");
     admin.put("evil", "m//etc/passwd-copy", b"root");
     let dest = tempfile::tempdir().unwrap();
-    let err = s3::download_prefix_with(
+    let err = s3::download_prefix(
         "s3://evil/m/",
         &dest.path().join("model"),
         options(&moto.endpoint),
@@ -265,7 +263,7 @@ fn upload_outputs_writes_model_and_output_tarballs() {
         part_size: 5 * 1024 * 1024,
         ..options(&moto.endpoint)
     };
-    s3::upload_outputs_with("s3://out/jobs/42", &model, &output, opts).unwrap();
+    s3::upload_outputs("s3://out/jobs/42", &model, &output, opts).unwrap();
 
     let mut keys = admin.keys("out");
     keys.sort();

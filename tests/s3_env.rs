@@ -1,13 +1,20 @@
-//! The pinned entry points (`open_channel`, `download_prefix`, `upload_outputs`) configured only
+//! The storage entry points (`open_channel`, `download_prefix`, `upload_outputs`) configured only
 //! through the environment, as in a container: `AWS_ENDPOINT_URL_S3` (read by aws-config itself)
-//! selects the server and turns on path-style addressing. One test per binary because it sets
-//! process-wide environment variables.
+//! selects the server and turns on path-style addressing, and the `TXCAT_S3_*` switches reach
+//! the client through `Paths` (the `sagemaker` module reads them). One test per binary because
+//! it sets process-wide environment variables.
 
 mod support;
 
 use std::io::Read;
 use support::moto::{hermetic_aws_env, MotoServer};
-use txcat::storage::s3;
+use txcat::sagemaker::Paths;
+use txcat::storage::s3::{self, S3Options};
+
+/// The S3 options a job started now would use.
+fn options() -> S3Options {
+    S3Options::from_settings(&Paths::resolve(None).s3)
+}
 
 #[test]
 fn environment_endpoint_override_reaches_the_server() {
@@ -20,15 +27,15 @@ fn environment_endpoint_override_reaches_the_server() {
     std::env::set_var("AWS_ENDPOINT_URL_S3", &moto.endpoint);
     std::env::set_var("TXCAT_S3_MAX_ATTEMPTS", "2");
 
-    let mut stream =
-        s3::open_channel("train", "s3://envb/data/").expect("endpoint from AWS_ENDPOINT_URL_S3");
+    let mut stream = s3::open_channel("train", "s3://envb/data/", options())
+        .expect("endpoint from AWS_ENDPOINT_URL_S3");
     let mut object = stream.next_object().unwrap().unwrap();
     let mut text = String::new();
     object.reader.read_to_string(&mut text).unwrap();
     assert_eq!(text, "text,label\na,b\n");
 
     let work = tempfile::tempdir().unwrap();
-    s3::download_prefix("s3://envb/model/", &work.path().join("m")).unwrap();
+    s3::download_prefix("s3://envb/model/", &work.path().join("m"), options()).unwrap();
     assert_eq!(
         std::fs::read(work.path().join("m/config.json")).unwrap(),
         b"{}"
@@ -37,6 +44,7 @@ fn environment_endpoint_override_reaches_the_server() {
         "s3://envb/out/",
         &work.path().join("m"),
         &work.path().join("missing"),
+        options(),
     )
     .unwrap();
     let mut keys = admin.keys("envb");
@@ -50,7 +58,7 @@ fn environment_endpoint_override_reaches_the_server() {
     // With the override pointing nowhere, the failure is bounded and names the URI.
     std::env::set_var("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9");
     std::env::set_var("TXCAT_S3_RETRY_SECONDS", "3");
-    let err = s3::open_channel("train", "s3://envb/data/")
+    let err = s3::open_channel("train", "s3://envb/data/", options())
         .err()
         .expect("nothing listens on port 9");
     assert!(

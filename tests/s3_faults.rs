@@ -57,7 +57,7 @@ fn flaky_server_still_delivers_every_byte_exactly_once() {
     let moto = MotoServer::start();
     let objects = seed_objects(&moto);
     let proxy = FaultProxy::start(moto.port, flaky(50, 11));
-    let mut stream = s3::open_channel_with(
+    let mut stream = s3::open_channel(
         "train",
         "s3://flaky/data/",
         options(&proxy.endpoint, 30, Duration::from_secs(30)),
@@ -93,7 +93,7 @@ fn every_other_request_failing_still_delivers_every_byte_exactly_once() {
         prefetch: 1,
         ..options(&proxy.endpoint, 10, Duration::from_secs(30))
     };
-    let mut stream = s3::open_channel_with("train", "s3://flaky/data/", options).expect("open");
+    let mut stream = s3::open_channel("train", "s3://flaky/data/", options).expect("open");
     for (key, body) in &objects {
         let mut object = stream.next_object().unwrap().expect("one object per key");
         assert_eq!(object.name, format!("s3://flaky/{key}"));
@@ -124,7 +124,7 @@ fn endless_errors_give_up_with_a_clear_reason_in_bounded_time() {
     seed_objects(&moto);
     let proxy = FaultProxy::start(moto.port, Arc::new(|_, _: &str| Fault::SlowDown));
     let started = Instant::now();
-    let err = s3::open_channel_with(
+    let err = s3::open_channel(
         "train",
         "s3://flaky/data/",
         options(&proxy.endpoint, 1000, Duration::from_secs(2)),
@@ -154,7 +154,7 @@ fn bodies_that_always_break_fail_the_read_in_bounded_time() {
         }
     });
     let proxy = FaultProxy::start(moto.port, plan);
-    let mut stream = s3::open_channel_with(
+    let mut stream = s3::open_channel(
         "train",
         "s3://flaky/data/",
         options(&proxy.endpoint, 5, Duration::from_secs(5)),
@@ -185,7 +185,7 @@ fn access_denied_names_the_uri_and_the_missing_permission() {
     let moto = MotoServer::start();
     seed_objects(&moto);
     let proxy = FaultProxy::start(moto.port, Arc::new(|_, _: &str| Fault::AccessDenied));
-    let err = s3::open_channel_with(
+    let err = s3::open_channel(
         "train",
         "s3://flaky/data/",
         options(&proxy.endpoint, 5, Duration::from_secs(5)),

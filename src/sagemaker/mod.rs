@@ -11,7 +11,7 @@ pub use config::{
     read_hyperparameters, read_input_data_config, read_resource_config, ChannelConfig,
     ContractError, InputMode, ResourceConfig,
 };
-pub use paths::{Paths, DEFAULT_ROOT};
+pub use paths::{Paths, S3Settings, DEFAULT_ROOT};
 
 /// Bytes of the failure reason SageMaker shows (`DescribeTrainingJob.FailureReason`).
 pub const FAILURE_REASON_LIMIT: usize = 1024;

@@ -22,6 +22,12 @@ pub const ENV_CHECKPOINT_DIR: &str = "SM_CHECKPOINT_DIR";
 pub const ENV_CHANNEL_PREFIX: &str = "SM_CHANNEL_";
 /// Folder of models baked into the image (`$TXCAT_MODEL_HOME/<model_name>`).
 pub const ENV_MODEL_HOME: &str = "TXCAT_MODEL_HOME";
+/// `true`/`false`: force (or forbid) path-style S3 addressing.
+pub const ENV_S3_FORCE_PATH_STYLE: &str = "TXCAT_S3_FORCE_PATH_STYLE";
+/// S3 attempts per request without progress.
+pub const ENV_S3_MAX_ATTEMPTS: &str = "TXCAT_S3_MAX_ATTEMPTS";
+/// Seconds without progress after which an S3 request gives up.
+pub const ENV_S3_RETRY_SECONDS: &str = "TXCAT_S3_RETRY_SECONDS";
 
 /// Every location of the contract, resolved once at start-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +60,16 @@ pub struct Paths {
     pub channel_overrides: BTreeMap<String, PathBuf>,
     /// `TXCAT_MODEL_HOME`: models baked into the image, looked up by name.
     pub model_home: Option<PathBuf>,
+    /// The `TXCAT_S3_*` switches (unset: the storage defaults).
+    pub s3: S3Settings,
+}
+
+/// S3 client switches from the environment; each `None` keeps the storage default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Settings {
+    pub force_path_style: Option<bool>,
+    pub max_attempts: Option<u32>,
+    pub retry_seconds: Option<u64>,
 }
 
 impl Paths {
@@ -76,6 +92,7 @@ impl Paths {
             checkpoint_dir: root.join("checkpoints"),
             channel_overrides: BTreeMap::new(),
             model_home: None,
+            s3: S3Settings::default(),
             root,
         }
     }
@@ -120,6 +137,11 @@ impl Paths {
             paths.checkpoint_dir = dir;
         }
         paths.model_home = non_empty(ENV_MODEL_HOME);
+        paths.s3 = S3Settings {
+            force_path_style: parsed(&var, ENV_S3_FORCE_PATH_STYLE),
+            max_attempts: parsed(&var, ENV_S3_MAX_ATTEMPTS),
+            retry_seconds: parsed(&var, ENV_S3_RETRY_SECONDS),
+        };
         for (name, value) in all_vars {
             let (Some(name), false) = (name.to_str(), value.is_empty()) else {
                 continue;
@@ -150,6 +172,23 @@ impl Paths {
     }
 }
 
+/// `name`'s value parsed (trimmed, case-insensitive); an unparseable one is ignored with a
+/// warning, so a typo never stops a job that would otherwise run.
+fn parsed<T: std::str::FromStr>(
+    var: &impl Fn(&str) -> Option<std::ffi::OsString>,
+    name: &str,
+) -> Option<T> {
+    let raw = var(name)?;
+    let text = raw.to_string_lossy();
+    match text.trim().to_ascii_lowercase().parse() {
+        Ok(value) => Some(value),
+        Err(_) => {
+            tracing::warn!("ignoring {name}={text}: not a valid value");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +214,27 @@ mod tests {
             },
             vars,
         )
+    }
+
+    #[test]
+    fn s3_switches_come_from_the_environment_and_typos_are_ignored() {
+        assert_eq!(resolve(None, &[]).s3, S3Settings::default());
+        let p = resolve(
+            None,
+            &[
+                ("TXCAT_S3_FORCE_PATH_STYLE", " TRUE "),
+                ("TXCAT_S3_MAX_ATTEMPTS", "3"),
+                ("TXCAT_S3_RETRY_SECONDS", "ten"),
+            ],
+        );
+        assert_eq!(
+            p.s3,
+            S3Settings {
+                force_path_style: Some(true),
+                max_attempts: Some(3),
+                retry_seconds: None,
+            }
+        );
     }
 
     #[test]

@@ -28,19 +28,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Every object under `uri` (a prefix or a single key), in sorted key order, as a channel.
-pub fn open_channel(
-    channel: &str,
-    uri: &str,
-) -> Result<Box<dyn ObjectStream + Send>, StorageError> {
-    open_channel_with(channel, uri, S3Options::from_env())
-}
-
-/// [`open_channel`] with explicit options (endpoint, retry policy, prefetch depth).
 ///
 /// `s3://b/data/train.csv` is that single object when it exists; otherwise (and for `s3://b/data/`
 /// or `s3://b`) the URI is a folder and every data object below `data/` is read. An empty result
 /// is an error naming the URI.
-pub fn open_channel_with(
+pub fn open_channel(
     channel: &str,
     uri: &str,
     options: S3Options,
@@ -102,18 +94,10 @@ fn empty_error(channel: &str, parsed: &S3Uri, uri: &str, listed: usize) -> Stora
 }
 
 /// Mirrors every object under `uri` into `dest` (used for `model_name_or_path=s3://...`).
-pub fn download_prefix(uri: &str, dest: &Path) -> Result<(), StorageError> {
-    download_prefix_with(uri, dest, S3Options::from_env())
-}
-
-/// [`download_prefix`] with explicit options. Relative paths below the prefix are kept; a key
+/// Relative paths below the prefix are kept; a key
 /// that would land outside `dest` fails the whole download before any file is written; hidden
 /// and marker objects are skipped; each file appears under its final name only once complete.
-pub fn download_prefix_with(
-    uri: &str,
-    dest: &Path,
-    options: S3Options,
-) -> Result<(), StorageError> {
+pub fn download_prefix(uri: &str, dest: &Path, options: S3Options) -> Result<(), StorageError> {
     let (parsed, context, prefix, objects) = list_uri(uri, options)?;
     let mut planned = Vec::new();
     for object in objects {
@@ -171,12 +155,7 @@ pub fn download_prefix_with(
 }
 
 /// Fails fast when `output_uri`'s bucket does not exist (see `upload::check_output_bucket`).
-pub fn check_output_uri(output_uri: &str) -> Result<(), StorageError> {
-    check_output_uri_with(output_uri, S3Options::from_env())
-}
-
-/// [`check_output_uri`] with explicit options.
-pub fn check_output_uri_with(output_uri: &str, options: S3Options) -> Result<(), StorageError> {
+pub fn check_output_uri(output_uri: &str, options: S3Options) -> Result<(), StorageError> {
     let parsed = S3Uri::parse(output_uri)?;
     let context = S3Context::new(options)?;
     context.block_on(upload::check_output_bucket(&context, &parsed, output_uri))
@@ -185,20 +164,6 @@ pub fn check_output_uri_with(output_uri: &str, options: S3Options) -> Result<(),
 /// Uploads `model.tar.gz` (of `model_dir`) and `output.tar.gz` (of `output_data_dir`) under
 /// `output_uri`, each visible only once complete.
 pub fn upload_outputs(
-    output_uri: &str,
-    model_dir: &Path,
-    output_data_dir: &Path,
-) -> Result<(), StorageError> {
-    upload_outputs_with(
-        output_uri,
-        model_dir,
-        output_data_dir,
-        S3Options::from_env(),
-    )
-}
-
-/// [`upload_outputs`] with explicit options.
-pub fn upload_outputs_with(
     output_uri: &str,
     model_dir: &Path,
     output_data_dir: &Path,

@@ -8,6 +8,7 @@
 //! formatted into logs or errors.
 
 use super::retry::RetryPolicy;
+use crate::sagemaker::S3Settings;
 use crate::storage::StorageError;
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::retry::RetryConfig;
@@ -20,9 +21,9 @@ use std::time::Duration;
 /// Region used when none is configured anywhere (matches the AWS CLI's classic default).
 const FALLBACK_REGION: &str = "us-east-1";
 
-/// How to reach S3 and how hard to try. [`S3Options::from_env`] is what the pinned functions use;
-/// tests pass their own endpoint and a short retry policy.
-#[derive(Debug, Clone)]
+/// How to reach S3 and how hard to try. The job builds it from the `TXCAT_S3_*` switches the
+/// `sagemaker` module reads; tests pass their own endpoint and a short retry policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Options {
     /// Endpoint override (`http://127.0.0.1:9000`); `None` leaves it to aws-config
     /// (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, profile `endpoint_url`).
@@ -60,32 +61,19 @@ impl Default for S3Options {
 }
 
 impl S3Options {
-    /// Defaults plus the txcat switches: `TXCAT_S3_FORCE_PATH_STYLE` (`true`/`false`),
-    /// `TXCAT_S3_MAX_ATTEMPTS` and `TXCAT_S3_RETRY_SECONDS` (give up after this long without
-    /// progress). Unparseable values are ignored with a warning.
-    pub fn from_env() -> Self {
+    /// The defaults with the job's `TXCAT_S3_*` switches (read by the `sagemaker` module).
+    pub fn from_settings(settings: &S3Settings) -> Self {
         let mut options = Self::default();
-        if let Some(flag) = env_parsed::<bool>("TXCAT_S3_FORCE_PATH_STYLE") {
+        if let Some(flag) = settings.force_path_style {
             options.force_path_style = Some(flag);
         }
-        if let Some(attempts) = env_parsed::<u32>("TXCAT_S3_MAX_ATTEMPTS") {
+        if let Some(attempts) = settings.max_attempts {
             options.retry.max_attempts = attempts.max(1);
         }
-        if let Some(seconds) = env_parsed::<u64>("TXCAT_S3_RETRY_SECONDS") {
+        if let Some(seconds) = settings.retry_seconds {
             options.retry.deadline = Duration::from_secs(seconds);
         }
         options
-    }
-}
-
-fn env_parsed<T: std::str::FromStr>(name: &str) -> Option<T> {
-    let raw = std::env::var(name).ok()?;
-    match raw.trim().to_ascii_lowercase().parse() {
-        Ok(value) => Some(value),
-        Err(_) => {
-            tracing::warn!("ignoring {name}={raw}: not a valid value");
-            None
-        }
     }
 }
 
