@@ -146,6 +146,8 @@ enum Grads {
     Host {
         /// Per slot: this step's gradient so far (dense, or sparse for the lazy table).
         pending: Vec<Option<Tensor>>,
+        /// `pending` has been through [`AdamW::settle_host_grads`] since the last backward.
+        settled: bool,
         /// The table updated row-lazily, when [`AdamW::make_lazy`] named one.
         lazy: Option<RefCell<LazyTable>>,
     },
@@ -201,6 +203,7 @@ impl AdamW {
         let grads = if device == Device::Cpu && kind == Kind::Float {
             Grads::Host {
                 pending: (0..slots.len()).map(|_| None).collect(),
+                settled: false,
                 lazy: None,
             }
         } else {
@@ -373,9 +376,13 @@ impl AdamW {
 
     /// Backpropagates `loss` into this step's gradients (accumulating over micro-batches).
     pub fn backward(&mut self, loss: &Tensor) -> Result<(), OptimError> {
-        let Grads::Host { pending, .. } = &mut self.grads else {
+        let Grads::Host {
+            pending, settled, ..
+        } = &mut self.grads
+        else {
             return Ok(loss.f_backward()?);
         };
+        *settled = false;
         let vars: Vec<&Tensor> = self.slots.iter().map(|s| &s.var).collect();
         let grads = Tensor::f_run_backward(&[loss], &vars, false, false)?;
         let _guard = tch::no_grad_guard();
@@ -414,11 +421,19 @@ impl AdamW {
 
     /// Turns the pending host gradients into owned, contiguous fp32 tensors (dense ones for
     /// every slot but the lazy table, whose gradient is coalesced), so they can be unscaled in
-    /// place and read as slices. Idempotent.
+    /// place and read as slices. Once per step: clipping and the update both need it.
     fn settle_host_grads(&mut self) -> Result<(), OptimError> {
-        let Grads::Host { pending, lazy } = &mut self.grads else {
+        let Grads::Host {
+            pending,
+            settled,
+            lazy,
+        } = &mut self.grads
+        else {
             return Ok(());
         };
+        if *settled {
+            return Ok(());
+        }
         let lazy_slot = lazy.as_ref().map(|t| t.borrow().slot);
         let _guard = tch::no_grad_guard();
         let mut seen = std::collections::HashSet::new();
@@ -464,6 +479,7 @@ impl AdamW {
             };
             *pending = Some(g);
         }
+        *settled = true;
         Ok(())
     }
 
@@ -580,7 +596,7 @@ impl AdamW {
             grad_scale: std::mem::replace(&mut self.host_grad_scale, 1.0),
         };
         let decay = (1.0 - lr * c.weight_decay) as f32;
-        let Grads::Host { pending, lazy } = &self.grads else {
+        let Grads::Host { pending, lazy, .. } = &self.grads else {
             unreachable!("host_step runs on the host path");
         };
         let lazy_slot = lazy.as_ref().map(|t| t.borrow().slot);
@@ -590,53 +606,36 @@ impl AdamW {
                 continue;
             }
             let (offset, len) = (slot.offset as usize, slot.numel as usize);
+            let decay = self.decay_of(slot, decay);
             // SAFETY: distinct ranges of the three flat fp32 CPU buffers, and an owned
             // contiguous fp32 gradient (settled above); nothing else runs during the update
             // (autograd is idle between backward and step).
-            let (p, m, v, g) = unsafe {
+            let (p, m, v) = unsafe {
                 (
                     host_range(&self.params, offset, len),
                     host_range(&self.exp_avg, offset, len),
                     host_range(&self.exp_avg_sq, offset, len),
-                    match g {
-                        Some(g) => &*host_slice(g),
-                        // No gradient this step: PyTorch would skip the variable; HF models
-                        // always produce one, so a zero gradient keeps the update uniform.
-                        None => &ZERO_GRAD[..0],
-                    },
                 )
             };
-            let decay = if slot.offset < self.decay_numel {
-                decay
-            } else {
-                1.0
-            };
-            if g.is_empty() {
-                for start in (0..len).step_by(ZERO_GRAD.len()) {
-                    let end = (start + ZERO_GRAD.len()).min(len);
-                    host::adamw_serial(
-                        &mut p[start..end],
-                        &ZERO_GRAD[..end - start],
-                        &mut m[start..end],
-                        &mut v[start..end],
-                        decay,
-                        k,
-                    );
-                }
-                continue;
+            match g {
+                // SAFETY: as above.
+                Some(g) => spans.push(host::Span {
+                    p,
+                    g: unsafe { host_slice(g) },
+                    m,
+                    v,
+                    decay,
+                }),
+                // No gradient this step: PyTorch would skip the variable; HF models always
+                // produce one, so a zero gradient keeps the update uniform.
+                None => host::adamw_zero_grad(p, m, v, decay, k),
             }
-            spans.push(host::Span { p, g, m, v, decay });
         }
         host::adamw(spans, k);
         if let Some(table) = lazy {
             let mut table = table.borrow_mut();
-            let slot = &self.slots[table.slot];
-            let decay = if slot.offset < self.decay_numel {
-                decay
-            } else {
-                1.0
-            };
-            table.record(self.step, decay, k);
+            let table_decay = self.decay_of(&self.slots[table.slot], decay);
+            table.record(self.step, table_decay, k);
             if let Some(g) = &pending[table.slot] {
                 let rows = Vec::<i64>::try_from(g.f_indices()?.f_reshape([-1])?)?;
                 // SAFETY: coalesced values are an owned contiguous fp32 tensor (settled above).
@@ -668,6 +667,15 @@ impl AdamW {
             }
         }
         Ok(())
+    }
+
+    /// The step's weight-decay factor for `slot` (1 outside the decay group).
+    fn decay_of(&self, slot: &Slot, decay: f32) -> f32 {
+        if slot.offset < self.decay_numel {
+            decay
+        } else {
+            1.0
+        }
     }
 
     /// Optimizer steps taken so far.
@@ -746,9 +754,6 @@ impl AdamW {
         Ok(())
     }
 }
-
-/// A zero gradient for variables that got none in a step.
-static ZERO_GRAD: [f32; 1024] = [0.0; 1024];
 
 /// A contiguous fp32 CPU tensor's elements.
 ///

@@ -190,6 +190,23 @@ pub fn adamw_serial(
     }
 }
 
+/// [`adamw_serial`] with a zero gradient: what a variable (or an embedding row) without a
+/// gradient goes through in a step.
+pub fn adamw_zero_grad(p: &mut [f32], m: &mut [f32], v: &mut [f32], decay: f32, k: Coefficients) {
+    const ZEROS: [f32; 1024] = [0.0; 1024];
+    for start in (0..p.len()).step_by(ZEROS.len()) {
+        let end = (start + ZEROS.len()).min(p.len());
+        adamw_serial(
+            &mut p[start..end],
+            &ZEROS[..end - start],
+            &mut m[start..end],
+            &mut v[start..end],
+            decay,
+            k,
+        );
+    }
+}
+
 /// Sum of squares of all parts, accumulated in f64 per block.
 pub fn sum_squares(parts: Vec<&[f32]>) -> f64 {
     map_split(parts, |group| {

@@ -9,7 +9,7 @@
 //! later, on a row that sits in cache, and not at all for rows whose moments are still zero and
 //! that no weight decay moves.
 
-use super::host::{adamw_serial, map_split_n, threads_for, Coefficients, Split};
+use super::host::{adamw_serial, adamw_zero_grad, map_split_n, threads_for, Coefficients, Split};
 
 /// What the dense update did in one step.
 #[derive(Debug, Clone, Copy)]
@@ -216,7 +216,6 @@ fn replay(
     m: &mut [f32],
     v: &mut [f32],
 ) {
-    const ZEROS: [f32; 1024] = [0.0; 1024];
     for rec in &history[from as usize..] {
         if !touched {
             // m = v = 0 stay 0, and p*decay - step_size*(0/eps) is exactly p*decay.
@@ -225,18 +224,6 @@ fn replay(
             }
             continue;
         }
-        let mut start = 0;
-        while start < p.len() {
-            let end = (start + ZEROS.len()).min(p.len());
-            adamw_serial(
-                &mut p[start..end],
-                &ZEROS[..end - start],
-                &mut m[start..end],
-                &mut v[start..end],
-                rec.decay,
-                rec.k,
-            );
-            start = end;
-        }
+        adamw_zero_grad(p, m, v, rec.decay, rec.k);
     }
 }
