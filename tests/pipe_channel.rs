@@ -1,19 +1,13 @@
 //! Pipe-mode channels: a FIFO made with `mkfifo`, written by a separate process (`cat` of two
 //! CSV files, each with its header), read as one concatenated object.
 
+mod support;
+
 use std::io::Read;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use support::fifo::mkfifo;
 use txcat::storage::{pipe, StorageError};
-
-fn mkfifo(path: &Path) {
-    let status = Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .expect("run mkfifo");
-    assert!(status.success(), "mkfifo {}", path.display());
-}
 
 #[test]
 fn fifo_is_one_concatenated_object_with_exact_bytes() {

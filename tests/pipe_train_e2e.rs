@@ -15,14 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use support::csv_rows::{label_counts, labelled_csv, total, CLASSES};
-
-fn mkfifo(path: &Path) {
-    let status = Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .expect("run mkfifo");
-    assert!(status.success(), "mkfifo {}", path.display());
-}
+use support::fifo::mkfifo;
 
 /// A writer process feeding a FIFO; killed on drop if still running (a txcat that never opened
 /// the FIFO would otherwise leave it blocked forever).

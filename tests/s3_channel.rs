@@ -8,8 +8,9 @@ use flate2::Compression;
 use std::io::{Read, Write};
 use std::time::Duration;
 use support::moto::{MotoServer, S3Admin};
+use support::objects::read_all_objects;
 use txcat::storage::s3::{self, RetryPolicy, S3Options};
-use txcat::storage::{ObjectStream, StorageError};
+use txcat::storage::StorageError;
 
 fn options(endpoint: &str) -> S3Options {
     S3Options {
@@ -25,20 +26,6 @@ fn options(endpoint: &str) -> S3Options {
 }
 
 /// Every object of a channel as (name, bytes, concatenated).
-fn read_all(mut stream: Box<dyn ObjectStream + Send>) -> Vec<(String, Vec<u8>)> {
-    let mut objects = Vec::new();
-    while let Some(mut object) = stream.next_object().expect("next object") {
-        assert!(!object.concatenated, "S3 objects are delivered one by one");
-        let mut bytes = Vec::new();
-        object
-            .reader
-            .read_to_end(&mut bytes)
-            .unwrap_or_else(|err| panic!("read {}: {err}", object.name));
-        objects.push((object.name, bytes));
-    }
-    objects
-}
-
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
     encoder.write_all(bytes).unwrap();
@@ -84,7 +71,9 @@ fn prefix_yields_data_objects_in_key_order_with_exact_bytes() {
     let admin = moto.admin();
     let wanted = setup_channel(&admin);
     for uri in ["s3://bkt/data", "s3://bkt/data/"] {
-        let got = read_all(s3::open_channel("train", uri, options(&moto.endpoint)).expect("open"));
+        let got = read_all_objects(
+            s3::open_channel("train", uri, options(&moto.endpoint)).expect("open"),
+        );
         let expected: Vec<_> = wanted
             .iter()
             .map(|(k, b)| (format!("s3://bkt/{k}"), b.clone()))
@@ -98,7 +87,7 @@ fn single_key_is_one_object_and_missing_key_names_the_uri() {
     let moto = MotoServer::start();
     let admin = moto.admin();
     let wanted = setup_channel(&admin);
-    let got = read_all(
+    let got = read_all_objects(
         s3::open_channel("train", "s3://bkt/data/b.csv.gz", options(&moto.endpoint)).unwrap(),
     );
     assert_eq!(
@@ -161,8 +150,9 @@ fn listing_follows_pagination_past_1000_keys() {
         })
         .collect();
     admin.put_many("many", objects.clone());
-    let got =
-        read_all(s3::open_channel("train", "s3://many/rows/", options(&moto.endpoint)).unwrap());
+    let got = read_all_objects(
+        s3::open_channel("train", "s3://many/rows/", options(&moto.endpoint)).unwrap(),
+    );
     assert_eq!(got.len(), count);
     for ((name, bytes), (key, body)) in got.iter().zip(&objects) {
         assert_eq!(name, &format!("s3://many/{key}"));

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::fault_proxy::{every_other, flaky, Fault, FaultProxy};
 use support::moto::MotoServer;
+use support::objects::read_all_objects;
 use txcat::storage::s3::{self, RetryPolicy, S3Options};
-use txcat::storage::StorageError;
+use txcat::storage::{ObjectStream, StorageError};
 
 fn options(endpoint: &str, max_attempts: u32, deadline: Duration) -> S3Options {
     S3Options {
@@ -22,6 +23,25 @@ fn options(endpoint: &str, max_attempts: u32, deadline: Duration) -> S3Options {
             deadline,
         },
         ..S3Options::default()
+    }
+}
+
+/// The stream yields exactly `objects` (key, body) of bucket `flaky`, in order, byte for byte.
+fn assert_delivered_exactly(stream: Box<dyn ObjectStream + Send>, objects: &[(String, Vec<u8>)]) {
+    let got = read_all_objects(stream);
+    let names: Vec<&str> = got.iter().map(|(name, _)| name.as_str()).collect();
+    let expected: Vec<String> = objects
+        .iter()
+        .map(|(key, _)| format!("s3://flaky/{key}"))
+        .collect();
+    assert_eq!(names, expected);
+    for ((_, bytes), (key, body)) in got.iter().zip(objects) {
+        assert!(
+            bytes == body,
+            "{key}: {} bytes, expected {}",
+            bytes.len(),
+            body.len()
+        );
     }
 }
 
@@ -57,24 +77,13 @@ fn flaky_server_still_delivers_every_byte_exactly_once() {
     let moto = MotoServer::start();
     let objects = seed_objects(&moto);
     let proxy = FaultProxy::start(moto.port, flaky(50, 11));
-    let mut stream = s3::open_channel(
+    let stream = s3::open_channel(
         "train",
         "s3://flaky/data/",
         options(&proxy.endpoint, 30, Duration::from_secs(30)),
     )
     .expect("open through flaky proxy");
-    for (key, body) in &objects {
-        let mut object = stream.next_object().unwrap().expect("one object per key");
-        assert_eq!(object.name, format!("s3://flaky/{key}"));
-        let mut got = Vec::new();
-        object
-            .reader
-            .read_to_end(&mut got)
-            .unwrap_or_else(|err| panic!("{}: {err}", object.name));
-        assert_eq!(got.len(), body.len(), "{key}");
-        assert!(got == *body, "{key}: bytes differ");
-    }
-    assert!(stream.next_object().unwrap().is_none());
+    assert_delivered_exactly(stream, &objects);
     // The test only proves something if faults actually happened.
     assert!(
         proxy.faults() >= 3,
@@ -93,23 +102,8 @@ fn every_other_request_failing_still_delivers_every_byte_exactly_once() {
         prefetch: 1,
         ..options(&proxy.endpoint, 10, Duration::from_secs(30))
     };
-    let mut stream = s3::open_channel("train", "s3://flaky/data/", options).expect("open");
-    for (key, body) in &objects {
-        let mut object = stream.next_object().unwrap().expect("one object per key");
-        assert_eq!(object.name, format!("s3://flaky/{key}"));
-        let mut got = Vec::new();
-        object
-            .reader
-            .read_to_end(&mut got)
-            .unwrap_or_else(|err| panic!("{}: {err}", object.name));
-        assert!(
-            got == *body,
-            "{key}: {} bytes, expected {}",
-            got.len(),
-            body.len()
-        );
-    }
-    assert!(stream.next_object().unwrap().is_none());
+    let stream = s3::open_channel("train", "s3://flaky/data/", options).expect("open");
+    assert_delivered_exactly(stream, &objects);
     assert!(
         proxy.faults() >= objects.len() as u64,
         "only {} faults in {} requests",
