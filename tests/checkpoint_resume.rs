@@ -33,23 +33,16 @@ fn synthetic(rows: usize, seed: u64) -> (TokenizedSet, Vec<String>, Vec<usize>) 
 }
 
 fn names() -> Vec<String> {
-    (0..CLASSES).map(|c| format!("CLASS_{c}")).collect()
+    tiny::class_names()
 }
 
 /// 160 rows / batch 8 = 20 steps per epoch, 40 in all; a checkpoint every 5 steps.
 fn hp() -> Hyperparameters {
     Hyperparameters {
-        epochs: 2.0,
-        train_batch_size: 8,
-        eval_batch_size: 16,
-        learning_rate: 5e-2,
-        warmup_ratio: 0.1,
-        logging_steps: 10,
-        seed: 7,
         save_strategy: SaveStrategy::Steps,
         save_steps: Some(5),
         save_total_limit: Some(2),
-        ..Hyperparameters::default()
+        ..tiny::hyperparameters(2.0)
     }
 }
 

@@ -28,20 +28,11 @@ fn synthetic(rows: usize, seed: u64) -> TokenizedSet {
 }
 
 fn names() -> Vec<String> {
-    (0..CLASSES).map(|c| format!("CLASS_{c}")).collect()
+    tiny::class_names()
 }
 
 fn hp() -> Hyperparameters {
-    Hyperparameters {
-        epochs: 6.0,
-        train_batch_size: 8,
-        eval_batch_size: 16,
-        learning_rate: 5e-2,
-        warmup_ratio: 0.1,
-        logging_steps: 10,
-        seed: 7,
-        ..Hyperparameters::default()
-    }
+    tiny::hyperparameters(6.0)
 }
 
 fn run(model: &mut Tiny, hp: &Hyperparameters, opts: FitOptions) -> TrainOutcome {
