@@ -21,9 +21,9 @@ ARG BASE_IMAGE=debian:bookworm-slim
 ARG BUILDER_IMAGE=rust:1.95-bookworm
 # tch =0.24.0 binds libtorch 2.11.0 exactly: change both together.
 ARG TORCH_VERSION=2.11.0
-# PyPI's torch 2.11.0 is built for CUDA 13.0 (NVIDIA driver >= 580). For older drivers pick a CUDA 12
-# build, e.g. https://download.pytorch.org/whl/cu126; for CPU only, https://download.pytorch.org/whl/cpu.
-ARG TORCH_INDEX_URL=https://pypi.org/simple
+# Empty: pip's configured index (PyPI's torch 2.11.0 is built for CUDA 13.0, NVIDIA driver >= 580). For
+# older drivers pass the address of PyTorch's own CUDA 12.6 index, or of its CPU-only index.
+ARG TORCH_INDEX_URL=
 
 # ---- torch-site: site-packages holding torch/{include,lib} and nvidia/*/lib --------------------------
 FROM ${BUILDER_IMAGE} AS torch-pip
@@ -38,7 +38,7 @@ RUN --mount=type=secret,id=ca-bundle \
  && python3 -m venv /opt/pip \
  && if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
  && /opt/pip/bin/pip install --no-cache-dir --no-compile --target /opt/torch-site \
-      --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
+      ${TORCH_INDEX_URL:+--index-url "${TORCH_INDEX_URL}"} "torch==${TORCH_VERSION}" \
  && test -f /opt/torch-site/torch/lib/libtorch_cpu.so \
  && mkdir -p /opt/torch-site/nvidia
 

@@ -1,8 +1,8 @@
-//! The bundled real statement lines (`../shared/data/za-bank-txn`): 44 labels overall, some only
+//! The bundled real statement lines (`data/za-bank-txn`): 44 labels overall, some only
 //! in val/test. Expected counts are computed here with the `csv` crate, not copied from txcat.
 
 mod common;
-use common::{channel_line, csv_label_counts, label_table, shared_data, OptMl};
+use common::{channel_line, csv_label_counts, label_table, repo_data, OptMl};
 use std::collections::BTreeSet;
 
 fn tree_with(eval_channel: &str, eval_file: &str) -> OptMl {
@@ -14,14 +14,14 @@ fn tree_with(eval_channel: &str, eval_file: &str) -> OptMl {
         ("train_batch_size", "32"),
         ("model_name", "\"distilbert-base-uncased\""),
     ]);
-    let data = shared_data("za-bank-txn");
+    let data = repo_data("za-bank-txn");
     ml.copy_channel_file("train", "train.csv", &data.join("train.csv"));
     ml.copy_channel_file(eval_channel, eval_file, &data.join(eval_file));
     ml
 }
 
 fn unseen(eval_file: &str) -> Vec<String> {
-    let data = shared_data("za-bank-txn");
+    let data = repo_data("za-bank-txn");
     let (_, train) = csv_label_counts(&data.join("train.csv"), "category");
     let (_, eval) = csv_label_counts(&data.join(eval_file), "category");
     eval.keys()
@@ -47,7 +47,7 @@ fn unseen_test_labels_fail_by_default_listing_them() {
 
 #[test]
 fn dropping_unseen_labels_passes_the_dry_run() {
-    let data = shared_data("za-bank-txn");
+    let data = repo_data("za-bank-txn");
     let (train_rows, train_counts) = csv_label_counts(&data.join("train.csv"), "category");
     let (val_rows, val_counts) = csv_label_counts(&data.join("val.csv"), "category");
     let missing = unseen("val.csv");
@@ -101,7 +101,7 @@ fn split_of_real_train_is_stratified_and_reproducible() {
     ml.copy_channel_file(
         "train",
         "train.csv",
-        &shared_data("za-bank-txn").join("train.csv"),
+        &repo_data("za-bank-txn").join("train.csv"),
     );
     let first =
         ml.assert_dry_run_ok(&ml.run(&["train", "--dry-run", "--hp", "validation_split=0.2"]));
@@ -110,7 +110,7 @@ fn split_of_real_train_is_stratified_and_reproducible() {
     assert_eq!(first, second);
     let (_, table) = label_table(&first);
     let (rows, counts) =
-        csv_label_counts(&shared_data("za-bank-txn").join("train.csv"), "category");
+        csv_label_counts(&repo_data("za-bank-txn").join("train.csv"), "category");
     let eval_total: usize = table.values().map(|(_, e)| e).sum();
     // Classes with a single row cannot be split: the hold-out is 20% of the other rows.
     let eligible: usize = counts.values().filter(|&&n| n >= 2).sum();

@@ -13,11 +13,9 @@ use std::process::{Command, Output};
 /// The built binary.
 pub const TXCAT: &str = env!("CARGO_BIN_EXE_txcat");
 
-/// The sample data shipped with the repository's shared folder.
-pub fn shared_data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
-        .join(name)
+/// Real data sets vendored under `data/` (each with its licence and source note).
+pub fn repo_data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name)
 }
 
 /// A value JSON-encoded the way SDK v2 framework estimators write it (`"\"x\""`).
