@@ -109,8 +109,7 @@ fn split_of_real_train_is_stratified_and_reproducible() {
         ml.assert_dry_run_ok(&ml.run(&["train", "--dry-run", "--hp", "validation_split=0.2"]));
     assert_eq!(first, second);
     let (_, table) = label_table(&first);
-    let (rows, counts) =
-        csv_label_counts(&repo_data("za-bank-txn").join("train.csv"), "category");
+    let (rows, counts) = csv_label_counts(&repo_data("za-bank-txn").join("train.csv"), "category");
     let eval_total: usize = table.values().map(|(_, e)| e).sum();
     // Classes with a single row cannot be split: the hold-out is 20% of the other rows.
     let eligible: usize = counts.values().filter(|&&n| n >= 2).sum();

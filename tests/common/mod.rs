@@ -15,7 +15,9 @@ pub const TXCAT: &str = env!("CARGO_BIN_EXE_txcat");
 
 /// Real data sets vendored under `data/` (each with its licence and source note).
 pub fn repo_data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join(name)
 }
 
 /// A value JSON-encoded the way SDK v2 framework estimators write it (`"\"x\""`).
