@@ -187,6 +187,26 @@ def median_values(per_round):
     return out
 
 
+# A reference may be slower per padded token than the plain recipe only by noise: the kernels are
+# the same, so a bigger gap means the reference is mis-tuned and a ratio against it is not real.
+PER_TOKEN_TOLERANCE = 0.85
+
+
+def per_token_warnings(values, cols):
+    """Lines warning about references that compute padded tokens much slower than the recipe."""
+    base = values.get("recipe", {}).get("train_padded_tokens_per_s")
+    out = []
+    for name in cols:
+        rate = values.get(name, {}).get("train_padded_tokens_per_s")
+        if name == "recipe" or not base or not rate:
+            continue
+        if rate < PER_TOKEN_TOLERANCE * base:
+            out += ["", f"**Warning:** {name} computes {rate:.0f} padded tokens/s, {rate / base:.2f}x the "
+                        f"recipe's {base:.0f}: more than {1 - PER_TOKEN_TOLERANCE:.0%} slower per padded token, "
+                        "so ratios against it overstate txcat."]
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("run_dir")
@@ -227,6 +247,7 @@ def main() -> int:
             per = [ratio(v.get("txcat", {}).get("train_samples_per_s"), v.get(r, {}).get("train_samples_per_s"), "high")
                    for _, v in rounds]
             lines.append(f"Train samples/s, txcat vs {r}, per round: {', '.join(per)}.")
+    lines += per_token_warnings(values, cols)
     table = "\n".join(lines)
 
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
