@@ -64,6 +64,52 @@ pub enum LrSchedule {
     Constant,
 }
 
+/// Field separator of CSV files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CsvDelimiter {
+    /// Sniffed per file from its header line among `,` `;` tab `|`.
+    Auto,
+    Byte(u8),
+}
+
+/// Delimiters `csv_delimiter=auto` chooses among, in tie-break order.
+pub const CSV_DELIMITERS: &[u8] = b",;\t|";
+
+impl std::fmt::Display for CsvDelimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CsvDelimiter::Auto => f.write_str("auto"),
+            CsvDelimiter::Byte(b'\t') => f.write_str("tab"),
+            CsvDelimiter::Byte(b) => write!(f, "{}", *b as char),
+        }
+    }
+}
+
+impl Serialize for CsvDelimiter {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Text encoding of CSV files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum CsvEncoding {
+    /// UTF-8; a BOM is accepted.
+    #[serde(rename = "utf-8")]
+    Utf8,
+    /// UTF-16, byte order from the BOM (little-endian without one).
+    #[serde(rename = "utf-16")]
+    Utf16,
+    #[serde(rename = "windows-1252")]
+    Windows1252,
+    /// ISO-8859-1: every byte is the code point of the same number.
+    #[serde(rename = "latin-1")]
+    Latin1,
+    /// UTF-8 while the bytes decode as UTF-8, else windows-1252 (decided per file).
+    #[serde(rename = "auto")]
+    Auto,
+}
+
 /// Every setting of a training job, resolved and validated.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Hyperparameters {
@@ -83,6 +129,8 @@ pub struct Hyperparameters {
     pub validation_split: f64,
     /// Bad rows that may be skipped (counted and reported) before the job fails.
     pub max_bad_rows: usize,
+    pub csv_delimiter: CsvDelimiter,
+    pub csv_encoding: CsvEncoding,
     pub unseen_eval_labels: UnseenLabels,
     /// `s3://` locations that replace the local `train` / evaluation channels (issue 5).
     pub train_uri: Option<String>,
@@ -146,6 +194,8 @@ impl Default for Hyperparameters {
             eval_channel: None,
             validation_split: 0.1,
             max_bad_rows: 0,
+            csv_delimiter: CsvDelimiter::Auto,
+            csv_encoding: CsvEncoding::Utf8, // pandas.read_csv's default
             unseen_eval_labels: UnseenLabels::Error,
             train_uri: None,
             eval_uri: None,
@@ -243,6 +293,8 @@ pub const KEYS: &[&str] = &[
     "eval_channel",
     "validation_split",
     "max_bad_rows",
+    "csv_delimiter",
+    "csv_encoding",
     "unseen_eval_labels",
     "train_uri",
     "eval_uri",
@@ -461,6 +513,25 @@ impl Entry<'_> {
             })
     }
 
+    /// A delimiter by name (`auto`, `comma`, `semicolon`, `tab`, `pipe`) or as the character itself.
+    fn csv_delimiter(&self) -> Result<CsvDelimiter, HyperparameterError> {
+        let expected = "auto, or one of , ; | tab (also comma, semicolon, pipe, \\t)";
+        // Not `text()`: trimming would turn a tab into nothing.
+        let raw = match &self.value {
+            Decoded::Str(s) => s.as_str(),
+            _ => self.raw,
+        };
+        let byte = match raw.trim_matches(' ').to_ascii_lowercase().as_str() {
+            "auto" => return Ok(CsvDelimiter::Auto),
+            "," | "comma" => b',',
+            ";" | "semicolon" => b';',
+            "\t" | "\\t" | "tab" => b'\t',
+            "|" | "pipe" => b'|',
+            _ => return Err(self.invalid(expected)),
+        };
+        Ok(CsvDelimiter::Byte(byte))
+    }
+
     fn s3_uri(&self) -> Result<Option<String>, HyperparameterError> {
         if self.is_unset() {
             return Ok(None);
@@ -571,6 +642,21 @@ impl Hyperparameters {
                 })?
             }
             "max_bad_rows" => self.max_bad_rows = e.size(0)?,
+            "csv_delimiter" => self.csv_delimiter = e.csv_delimiter()?,
+            "csv_encoding" => {
+                self.csv_encoding = e.choice(&[
+                    ("utf-8", CsvEncoding::Utf8),
+                    ("utf8", CsvEncoding::Utf8),
+                    ("utf-16", CsvEncoding::Utf16),
+                    ("utf16", CsvEncoding::Utf16),
+                    ("windows-1252", CsvEncoding::Windows1252),
+                    ("cp1252", CsvEncoding::Windows1252),
+                    ("latin-1", CsvEncoding::Latin1),
+                    ("latin1", CsvEncoding::Latin1),
+                    ("iso-8859-1", CsvEncoding::Latin1),
+                    ("auto", CsvEncoding::Auto),
+                ])?
+            }
             "unseen_eval_labels" => {
                 self.unseen_eval_labels =
                     e.choice(&[("error", UnseenLabels::Error), ("drop", UnseenLabels::Drop)])?
@@ -933,6 +1019,36 @@ mod tests {
                 "{items:?}"
             );
         }
+    }
+
+    #[test]
+    fn csv_dialect_values_by_name_character_or_sdk_encoding() {
+        for (raw, want) in [
+            ("auto", CsvDelimiter::Auto),
+            (";", CsvDelimiter::Byte(b';')),
+            ("\"|\"", CsvDelimiter::Byte(b'|')),
+            ("\"\\t\"", CsvDelimiter::Byte(b'\t')),
+            ("\t", CsvDelimiter::Byte(b'\t')),
+            ("TAB", CsvDelimiter::Byte(b'\t')),
+            ("semicolon", CsvDelimiter::Byte(b';')),
+        ] {
+            assert_eq!(
+                parse(&[("csv_delimiter", raw)]).unwrap().csv_delimiter,
+                want,
+                "{raw:?}"
+            );
+        }
+        assert!(parse(&[("csv_delimiter", ":")]).is_err());
+        assert!(parse(&[("csv_delimiter", ",;")]).is_err());
+        let hp = parse(&[("csv_encoding", "\"CP1252\"")]).unwrap();
+        assert_eq!(hp.csv_encoding, CsvEncoding::Windows1252);
+        assert!(parse(&[("csv_encoding", "utf-32")]).is_err());
+        // Resolved values parse back to themselves (run_summary.json / resume fingerprints).
+        let tab = parse(&[("csv_delimiter", "tab"), ("csv_encoding", "latin-1")]).unwrap();
+        assert_eq!(
+            Hyperparameters::from_sources(&tab.resolved_pairs(), &[]).unwrap(),
+            tab
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@
 use crate::checkpoint::{DataFingerprint, JobCheckpoints};
 use crate::cli::{ChannelArg, TrainArgs};
 use crate::data::csv::{read_channel, BadRowBudget, ChannelRows, Columns};
+use crate::data::dialect::Dialect;
 use crate::data::labels::LabelMap;
 use crate::data::split::stratified;
 use crate::data::DataError;
@@ -319,11 +320,15 @@ pub fn prepare(
         text: hp.text_column.clone(),
         label: hp.label_column.clone(),
     };
+    let dialect = Dialect {
+        delimiter: hp.csv_delimiter,
+        encoding: hp.csv_encoding,
+    };
     let mut budget = BadRowBudget::new(hp.max_bad_rows);
     let read = |name: &str, source: &ChannelSource, budget: &mut BadRowBudget| {
         tracing::info!(channel = name, source = %source, "reading channel");
         let mut stream = source.open(name, &paths.s3).map_err(DataError::from)?;
-        let rows = read_channel(name, stream.as_mut(), &columns, budget)?;
+        let rows = read_channel(name, stream.as_mut(), &columns, &dialect, budget)?;
         tracing::info!(
             channel = name,
             files = rows.files.len(),

@@ -120,8 +120,21 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "wrong delimiter",
-            &["text"],
-            with_train(b"text;category\nfee;FEES\nshell;FUEL\n".to_vec()),
+            &["no column `text`", "set csv_delimiter=;"],
+            |_| {
+                let ml = base(&model(), &[("csv_delimiter", ",")]);
+                ml.add_channel_file(
+                    "train",
+                    "train.csv",
+                    b"text;category\nfee;FEES\nshell;FUEL\n",
+                );
+                ml
+            },
+        ),
+        case(
+            "windows-1252 text in a UTF-8 job",
+            &["train.csv:2", "csv_encoding"],
+            with_train(b"text,category\nCaf\xe9 \xa35,FOOD\nshell,FUEL\n".to_vec()),
         ),
         case(
             "ragged rows",

@@ -10,6 +10,8 @@ use std::io::{Cursor, Write};
 
 use proptest::prelude::*;
 use txcat::data::csv::{read_channel, BadRowBudget, Columns};
+use txcat::data::dialect::Dialect;
+use txcat::hyperparams::{CsvDelimiter, CsvEncoding};
 use txcat::hyperparams::{Hyperparameters, KEYS};
 use txcat::storage::{InputObject, ObjectStream, StorageError};
 
@@ -245,6 +247,14 @@ proptest! {
     fn csv_reader_never_panics_and_errors_are_one_line(
         files in proptest::collection::vec((csv_bytes(), any::<bool>(), any::<bool>()), 1..3),
         max_bad_rows in 0usize..3,
+        encoding in proptest::sample::select(vec![
+            CsvEncoding::Utf8, CsvEncoding::Utf16, CsvEncoding::Windows1252,
+            CsvEncoding::Latin1, CsvEncoding::Auto,
+        ]),
+        delimiter in proptest::sample::select(vec![
+            CsvDelimiter::Auto, CsvDelimiter::Byte(b','), CsvDelimiter::Byte(b';'),
+            CsvDelimiter::Byte(b'\t'), CsvDelimiter::Byte(b'|'),
+        ]),
     ) {
         let objects: Vec<(String, Vec<u8>)> = files
             .iter()
@@ -260,7 +270,8 @@ proptest! {
         let columns = Columns { text: "text".into(), label: "category".into() };
         let mut budget = BadRowBudget::new(max_bad_rows);
         let mut stream = Objects(objects.into_iter());
-        match read_channel("train", &mut stream, &columns, &mut budget) {
+        let dialect = Dialect { delimiter, encoding };
+        match read_channel("train", &mut stream, &columns, &dialect, &mut budget) {
             Ok(read) => {
                 prop_assert_eq!(read.rows.texts.len(), read.rows.labels.len());
                 prop_assert!(!read.rows.is_empty());
@@ -290,6 +301,7 @@ fn regression_csv_header_cell_with_line_break_gives_a_one_line_error() {
         "train",
         &mut Objects(objects.into_iter()),
         &columns,
+        &Dialect::default(),
         &mut BadRowBudget::new(0),
     )
     .expect_err("no text column");

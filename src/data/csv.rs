@@ -1,13 +1,16 @@
 //! CSV channel objects -> `(text, label)` rows.
 //!
-//! Accepts gzip (sniffed by magic bytes, multi-member), a UTF-8 BOM, CRLF or LF, RFC 4180 quoting
-//! (commas and newlines inside quotes). A header row is required; the text and label columns are
-//! found by name, other columns are ignored. Labels are trimmed; texts are kept as written.
+//! Accepts gzip (sniffed by magic bytes, multi-member), the encodings and delimiters of
+//! [`super::dialect`] (a BOM is accepted), CRLF or LF, RFC 4180 quoting (delimiters and newlines
+//! inside quotes). A header row is required; the text and label columns are found by name, other
+//! columns are ignored. Labels are trimmed; texts are kept as written.
 //!
 //! Invariant: a bad row (ragged, missing or empty field, invalid UTF-8) either fails the job with
 //! `file:line` or, while the shared [`BadRowBudget`] allows, is skipped and counted.
 
+use super::dialect::{self, Decision, Dialect};
 use super::DataError;
+use crate::hyperparams::{CsvDelimiter, CsvEncoding, CSV_DELIMITERS};
 use crate::storage::{InputObject, ObjectStream};
 use std::io::{BufReader, Cursor, Read};
 
@@ -67,6 +70,7 @@ pub fn read_channel(
     channel: &str,
     stream: &mut dyn ObjectStream,
     columns: &Columns,
+    dialect: &Dialect,
     budget: &mut BadRowBudget,
 ) -> Result<ChannelRows, DataError> {
     let mut out = ChannelRows {
@@ -78,7 +82,7 @@ pub fn read_channel(
     while let Some(object) = stream.next_object()? {
         out.files.push(object.name.clone());
         let before = budget.used;
-        read_object(object, columns, budget, &mut out.rows)?;
+        read_object(object, columns, dialect, budget, &mut out.rows)?;
         out.skipped_bad_rows += budget.used - before;
     }
     if out.rows.is_empty() {
@@ -94,14 +98,28 @@ pub fn read_channel(
 pub fn read_object(
     object: InputObject,
     columns: &Columns,
+    dialect: &Dialect,
     budget: &mut BadRowBudget,
     rows: &mut Rows,
 ) -> Result<(), DataError> {
     let file = object.name;
-    let reader = decoded(object.reader).map_err(|e| read_error(&file, 1, &e))?;
+    let open = |raw| {
+        let (text, used) = dialect::transcode(gunzipped(raw)?, dialect.encoding)?;
+        let (line, text) = dialect::header_line(text)?;
+        Ok::<_, std::io::Error>((text, used, line))
+    };
+    let (reader, encoding_used, header_line) =
+        open(object.reader).map_err(|e| read_error(&file, 1, &e))?;
+    let crlf_shift = u64::from(header_line.crlf);
+    let header_line = header_line.text;
+    let delimiter = dialect::sniff_delimiter(dialect.delimiter, &header_line);
+    if dialect.delimiter == CsvDelimiter::Auto && delimiter != b',' {
+        tracing::info!(file = %file, delimiter = %dialect::delimiter_name(delimiter), "csv_delimiter=auto: delimiter from the header line");
+    }
     let mut csv = ::csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
+        .delimiter(delimiter)
         .from_reader(reader);
     let mut record = ::csv::ByteRecord::new();
 
@@ -119,8 +137,12 @@ pub fn read_object(
         Ok(fields) => fields.iter().map(|f| f.trim().to_string()).collect(),
         Err(_) => return Err(DataError::HeaderNotUtf8 { file }),
     };
-    let text_at = column_index(&file, &header, &columns.text, "text_column")?;
-    let label_at = column_index(&file, &header, &columns.label, "label_column")?;
+    let find = |name: &str, key| {
+        column_index(&file, &header, name, key)
+            .map_err(|e| with_header_hints(e, &header, &header_line, delimiter, dialect.delimiter))
+    };
+    let text_at = find(&columns.text, "text_column")?;
+    let label_at = find(&columns.label, "label_column")?;
 
     loop {
         let line = csv.position().line();
@@ -129,11 +151,18 @@ pub fn read_object(
             Ok(false) => break,
             Err(e) => return Err(read_error(&file, line, &e)),
         }
-        let line = record.position().map_or(line, |p| p.line());
+        let line = record.position().map_or(line, |p| p.line() + crlf_shift);
         if object.concatenated && is_header_repeat(&record, &header) {
             continue; // Pipe mode: the next file's header.
         }
-        match parse_row(&record, header.len(), text_at, label_at, columns) {
+        match parse_row(
+            &record,
+            header.len(),
+            (text_at, label_at),
+            columns,
+            dialect.encoding,
+            crlf_shift,
+        ) {
             Ok((text, label)) => {
                 rows.texts.push(text);
                 rows.labels.push(label);
@@ -152,7 +181,23 @@ pub fn read_object(
             }
         }
     }
+    log_encoding(&file, encoding_used.decision());
     Ok(())
+}
+
+fn log_encoding(file: &str, decision: Option<Decision>) {
+    match decision {
+        Some(Decision::Windows1252 {
+            first_non_utf8_byte,
+        }) => {
+            tracing::info!(file = %file, first_non_utf8_byte, "csv_encoding=auto: read as windows-1252")
+        }
+        Some(Decision::Utf16) => {
+            tracing::info!(file = %file, "csv_encoding=auto: read as UTF-16 (BOM)")
+        }
+        Some(Decision::Utf8) => tracing::debug!(file = %file, "csv_encoding=auto: read as UTF-8"),
+        None => {}
+    }
 }
 
 fn read_error(file: &str, line: u64, error: &dyn std::fmt::Display) -> DataError {
@@ -181,7 +226,63 @@ fn column_index(
             column: name.to_string(),
             key,
             found: crate::text::printable(&header.join(", ")),
+            hint: String::new(),
         }),
+    }
+}
+
+/// Adds to a missing-column error what would find the column: another delimiter (the header
+/// split differently has it), or the same name in another case.
+fn with_header_hints(
+    error: DataError,
+    header: &[String],
+    line: &[u8],
+    used: u8,
+    choice: CsvDelimiter,
+) -> DataError {
+    let DataError::MissingColumn {
+        file,
+        column,
+        key,
+        found,
+        ..
+    } = error
+    else {
+        return error;
+    };
+    let other = CSV_DELIMITERS
+        .iter()
+        .copied()
+        .filter(|&d| d != used)
+        .find(|&d| dialect::split_header(line, d).contains(&column));
+    let how = match choice {
+        CsvDelimiter::Auto => "csv_delimiter=auto chose it",
+        CsvDelimiter::Byte(_) => "from csv_delimiter",
+    };
+    let hint = if let Some(d) = other {
+        format!(
+            "; the header was split at `{}` ({how}), split at `{}` it has `{column}`: set csv_delimiter={}",
+            dialect::delimiter_name(used),
+            dialect::delimiter_name(d),
+            dialect::delimiter_name(d),
+        )
+    } else if let Some(near) = header
+        .iter()
+        .find(|h| h.to_lowercase() == column.to_lowercase())
+    {
+        format!(
+            "; did you mean `{}`? (names are case-sensitive)",
+            crate::text::printable(near)
+        )
+    } else {
+        String::new()
+    };
+    DataError::MissingColumn {
+        file,
+        column,
+        key,
+        found,
+        hint,
     }
 }
 
@@ -205,9 +306,10 @@ fn is_header_repeat(record: &::csv::ByteRecord, header: &[String]) -> bool {
 fn parse_row(
     record: &::csv::ByteRecord,
     width: usize,
-    text_at: usize,
-    label_at: usize,
+    (text_at, label_at): (usize, usize),
     columns: &Columns,
+    encoding: CsvEncoding,
+    byte_shift: u64,
 ) -> Result<(String, String), String> {
     if record.len() != width {
         return Err(format!(
@@ -217,9 +319,14 @@ fn parse_row(
     }
     let field = |at: usize, name: &str| -> Result<String, String> {
         let bytes = record.get(at).unwrap_or_default();
-        std::str::from_utf8(bytes)
-            .map(str::to_string)
-            .map_err(|_| format!("column `{name}` is not valid UTF-8"))
+        std::str::from_utf8(bytes).map(str::to_string).map_err(|e| {
+            let byte = field_offset(record, at) + byte_shift + e.valid_up_to() as u64;
+            let fix = match encoding {
+                CsvEncoding::Utf8 => "set csv_encoding (windows-1252, latin-1, utf-16 or auto) to the file's encoding",
+                _ => "the bytes are not valid in csv_encoding; set it to the file's encoding",
+            };
+            format!("column `{name}` is not valid UTF-8 (near byte {byte} of the file); {fix}")
+        })
     };
     let text = field(text_at, &columns.text)?;
     if text.trim().is_empty() {
@@ -232,32 +339,29 @@ fn parse_row(
     Ok((text, label))
 }
 
+/// Where field `at` of `record` starts in the (decoded) file: exact for unquoted fields, a byte
+/// or two early after quoted ones.
+fn field_offset(record: &::csv::ByteRecord, at: usize) -> u64 {
+    let start = record.position().map_or(0, |p| p.byte());
+    let before: usize = (0..at)
+        .map(|i| record.get(i).map_or(0, <[u8]>::len) + 1)
+        .sum();
+    start + before as u64
+}
+
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const BOM: &[u8] = &[0xef, 0xbb, 0xbf];
 
-/// Reads up to `n` bytes (fewer only at end of stream), for sniffing without losing them.
-fn peek(
-    mut reader: Box<dyn Read + Send>,
-    n: usize,
-) -> std::io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
-    let mut head = Vec::with_capacity(n);
-    (&mut reader).take(n as u64).read_to_end(&mut head)?;
-    Ok((head, reader))
-}
-
-/// The object's bytes, gunzipped when they start with the gzip magic, without a leading BOM.
-fn decoded(raw: Box<dyn Read + Send>) -> std::io::Result<Box<dyn Read + Send>> {
-    let (head, rest) = peek(raw, GZIP_MAGIC.len())?;
+/// The object's bytes, gunzipped when they start with the gzip magic.
+fn gunzipped(raw: Box<dyn Read + Send>) -> std::io::Result<Box<dyn Read + Send>> {
+    let (head, rest) = dialect::peek(raw, GZIP_MAGIC.len())?;
     let is_gzip = head == GZIP_MAGIC;
     let joined: Box<dyn Read + Send> = Box::new(Cursor::new(head).chain(rest));
-    let plain: Box<dyn Read + Send> = if is_gzip {
+    Ok(if is_gzip {
         Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(joined)))
     } else {
         joined
-    };
-    let (head, rest) = peek(plain, BOM.len())?;
-    let head = if head == BOM { Vec::new() } else { head };
-    Ok(Box::new(Cursor::new(head).chain(rest)))
+    })
 }
 
 #[cfg(test)]
@@ -281,15 +385,79 @@ mod tests {
     }
 
     fn read(bytes: &[u8], max_bad: usize) -> Result<(Rows, usize), DataError> {
+        read_as(bytes, max_bad, Dialect::default())
+    }
+
+    fn read_as(bytes: &[u8], max_bad: usize, dialect: Dialect) -> Result<(Rows, usize), DataError> {
         let mut rows = Rows::default();
         let mut budget = BadRowBudget::new(max_bad);
         read_object(
             object("f.csv", bytes.to_vec(), false),
             &cols(),
+            &dialect,
             &mut budget,
             &mut rows,
         )?;
         Ok((rows, budget.used))
+    }
+
+    fn encoding(encoding: CsvEncoding) -> Dialect {
+        Dialect {
+            encoding,
+            ..Dialect::default()
+        }
+    }
+
+    #[test]
+    fn delimiters_are_sniffed_per_file_and_header_spaces_trimmed() {
+        for data in [
+            "TRANS DATE; text; category\n2024-01-02; Costa Coffee; Food\n",
+            "TRANS DATE\ttext\tcategory\n2024-01-02\tCosta Coffee\tFood\n",
+            "TRANS DATE|text|category\n2024-01-02|Costa Coffee|Food\n",
+            "TRANS DATE,text,category\n\"2024;01;02\",Costa Coffee,Food\n",
+        ] {
+            let (rows, _) = read(data.as_bytes(), 0).unwrap();
+            assert_eq!(rows.labels, vec!["Food"], "{data}");
+            assert!(rows.texts[0].trim() == "Costa Coffee", "{data}");
+        }
+    }
+
+    #[test]
+    fn missing_column_says_which_delimiter_or_case_would_find_it() {
+        let fixed = Dialect {
+            delimiter: CsvDelimiter::Byte(b','),
+            ..Dialect::default()
+        };
+        let err = read_as(b"id;text;category\n1;a;B\n", 0, fixed)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("split at `,` (from csv_delimiter), split at `;` it has `text`: set csv_delimiter=;"), "{err}");
+        let err = read(b"id,Text,category\n1,a,B\n", 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("did you mean `Text`? (names are case-sensitive)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn encodings_decode_and_utf8_errors_say_where_and_what_to_set() {
+        let cp1252 = b"text;category\nTesco \x96 \xa35 off;Food\n";
+        let (rows, _) = read_as(cp1252, 0, encoding(CsvEncoding::Windows1252)).unwrap();
+        assert_eq!(rows.texts, vec!["Tesco – £5 off"]);
+        let (rows, _) = read_as(cp1252, 0, encoding(CsvEncoding::Auto)).unwrap();
+        assert_eq!(rows.texts, vec!["Tesco – £5 off"]);
+        let err = read(cp1252, 0).unwrap_err().to_string();
+        assert!(err.starts_with("f.csv:2: column `text` is not valid UTF-8 (near byte 20 of the file); set csv_encoding"), "{err}");
+        let mut utf16 = vec![0xff, 0xfe];
+        for u in "text\tcategory\r\nCafé\tFood\r\n".encode_utf16() {
+            utf16.extend(u.to_le_bytes());
+        }
+        let (rows, _) = read_as(&utf16, 0, encoding(CsvEncoding::Utf16)).unwrap();
+        assert_eq!(rows.texts, vec!["Café"]);
+        let (rows, _) = read_as(&gzip(&utf16), 0, encoding(CsvEncoding::Auto)).unwrap();
+        assert_eq!(rows.labels, vec!["Food"]);
     }
 
     fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -343,6 +511,16 @@ mod tests {
     }
 
     #[test]
+    fn crlf_files_report_the_line_and_byte_an_editor_shows() {
+        let data = b"text,category\r\nok,A\r\nalso ok,B\r\nbad \xa3,C\r\n";
+        let err = read(data, 0).unwrap_err().to_string();
+        assert!(
+            err.starts_with("f.csv:4: column `text` is not valid UTF-8 (near byte 36 "),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn header_problems() {
         let err = read(b"description,label\nx,y\n", 0)
             .unwrap_err()
@@ -366,13 +544,21 @@ mod tests {
         read_object(
             object("pipe", data.clone(), true),
             &cols(),
+            &Dialect::default(),
             &mut budget,
             &mut rows,
         )
         .unwrap();
         assert_eq!(rows.texts, vec!["a", "b"]);
         let mut rows = Rows::default();
-        read_object(object("file", data, false), &cols(), &mut budget, &mut rows).unwrap();
+        read_object(
+            object("file", data, false),
+            &cols(),
+            &Dialect::default(),
+            &mut budget,
+            &mut rows,
+        )
+        .unwrap();
         assert_eq!(rows.labels, vec!["X", "category", "Y"]);
     }
 }

@@ -1,12 +1,14 @@
 //! Rows, labels and the evaluation split: from channel bytes to texts and label ids.
 //!
 //! - [`csv`]: CSV objects (gzip, BOM, CRLF, RFC 4180) -> `(text, label)` rows, bad rows counted.
+//! - [`dialect`]: the encoding and delimiter of a CSV file (fixed or sniffed per file).
 //! - [`labels`]: [`labels::LabelMap`], sorted like scikit-learn's `LabelEncoder`.
 //! - [`split`]: a seeded, stratified hold-out of train when no evaluation channel exists.
 //!
 //! Invariant: nothing here knows where bytes come from (see `crate::storage`) or about tokens.
 
 pub mod csv;
+pub mod dialect;
 pub mod labels;
 pub mod split;
 
@@ -28,7 +30,7 @@ pub enum DataError {
     #[error("{file}: the file is empty; every CSV file needs a header row naming its columns")]
     NoHeader { file: String },
     #[error(
-        "{file}: no column `{column}` in the header (columns: {found}); set {key} to one of them"
+        "{file}: no column `{column}` in the header (columns: {found}); set {key} to one of them{hint}"
     )]
     MissingColumn {
         file: String,
@@ -36,8 +38,10 @@ pub enum DataError {
         /// The hyperparameter that names the column (`text_column` / `label_column`).
         key: &'static str,
         found: String,
+        /// Empty, or `; ...` saying what would find the column (another delimiter or case).
+        hint: String,
     },
-    #[error("{file}: the header row is not valid UTF-8; save the file as UTF-8")]
+    #[error("{file}: the header row is not valid UTF-8; set csv_encoding (windows-1252, latin-1, utf-16 or auto) to the file's encoding")]
     HeaderNotUtf8 { file: String },
     #[error("{file}: the header has column `{column}` more than once; rename one")]
     DuplicateColumn { file: String, column: String },
