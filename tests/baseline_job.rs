@@ -9,9 +9,13 @@ use std::path::Path;
 
 /// A quick tiny-model job with train/validation channels.
 fn job(extra: &[(&str, &str)]) -> (OptMl, String) {
+    job_on(&separable_csv(160, 11), &separable_csv(40, 12), extra)
+}
+
+fn job_on(train: &str, validation: &str, extra: &[(&str, &str)]) -> (OptMl, String) {
     let ml = OptMl::new();
-    ml.add_channel_file("train", "train.csv", separable_csv(160, 11));
-    ml.add_channel_file("validation", "val.csv", separable_csv(40, 12));
+    ml.add_channel_file("train", "train.csv", train);
+    ml.add_channel_file("validation", "val.csv", validation);
     let model = fixture("tiny-distilbert-trainable");
     let model = sdk_encode(model.to_str().unwrap());
     let mut hp = vec![
@@ -136,4 +140,30 @@ fn baseline_tfidf_false_leaves_it_out() {
         log.contains("tfidf baseline skipped: baseline_tfidf=false"),
         "{log}"
     );
+}
+
+#[test]
+fn a_baseline_failure_is_recorded_and_the_model_still_ships() {
+    // Texts of single characters only: the encoder trains on them, tf-idf finds no token.
+    let csv = |rows: usize| {
+        let mut csv = String::from("text,category\n");
+        for i in 0..rows {
+            let (text, label) = [("a 1", "A"), ("b", "B"), ("c 2", "C"), ("é", "D")][i % 4];
+            csv.push_str(&format!("{text},{label}\n"));
+        }
+        csv
+    };
+    let (ml, log) = job_on(&csv(40), &csv(12), &[]);
+    assert!(ml.model_dir().join("model.safetensors").is_file(), "{log}");
+    let metrics = read_json(&ml.path("output/data/metrics.json"));
+    let error = metrics["tfidf_baseline"]["error"]
+        .as_str()
+        .expect("error recorded");
+    assert!(error.contains("no word of two or more"), "{error}");
+    assert!(metrics["final"]["eval_accuracy"].is_f64());
+    let evaluation = read_json(&ml.path("output/data/evaluation.json"));
+    assert!(evaluation
+        .get("tfidf_baseline_multiclass_classification_metrics")
+        .is_none());
+    assert!(log.contains("tfidf baseline failed"), "{log}");
 }
