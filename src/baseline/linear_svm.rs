@@ -48,7 +48,7 @@ pub enum SvmError {
 pub enum Formulation {
     /// Dual coordinate descent (`L2R_L2LOSS_SVC_DUAL`).
     Dual,
-    /// Primal Newton (`L2R_L2LOSS_SVC`).
+    /// Primal trust-region Newton (`L2R_L2LOSS_SVC`).
     Primal,
 }
 
