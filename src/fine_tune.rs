@@ -15,6 +15,7 @@ use serde_json::json;
 use tch::Device;
 
 use crate::artifacts::{write_json, ArtifactError, StagedDir};
+use crate::baseline;
 use crate::data::labels::LabelMap;
 use crate::hyperparams::Hyperparameters;
 use crate::job::{LabelledTexts, PreparedData};
@@ -246,6 +247,13 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
         }
         None => &mut no_checkpoints,
     };
+    // Before training, so the number to beat is in the log early; it never fails the job.
+    let baseline = baseline::for_job(
+        hp,
+        baseline_rows(&data.train),
+        baseline_rows(&data.eval),
+        data.labels.id2label(),
+    );
     let outcome = train::fit(&mut model, &train_set, &eval_set, hp, options, hook)?;
     if outcome.stop_reason == StopReason::Interrupted {
         let checkpoint = checkpoints
@@ -265,7 +273,8 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
     write_model_dir(model_stage.path(), &model, &source.dir, &data.labels, hp)?;
     let output_stage = StagedDir::create(&paths.output_data_dir)?;
     if let Some(report) = &outcome.final_report {
-        metrics::write_reports(output_stage.path(), report, &outcome.state.history)?;
+        let (history, side) = (&outcome.state.history, baseline.side_reports());
+        metrics::write_reports_with(output_stage.path(), report, history, &side)?;
     }
     let summary = json!({
         "stop_reason": outcome.stop_reason,
@@ -309,6 +318,13 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
         );
     }
     Ok(outcome)
+}
+
+fn baseline_rows(texts: &LabelledTexts) -> baseline::Rows<'_> {
+    baseline::Rows {
+        texts: &texts.texts,
+        labels: &texts.label_ids,
+    }
 }
 
 fn tokenize_set(

@@ -172,6 +172,8 @@ pub struct Hyperparameters {
     /// Also evaluate every N optimizer steps (besides each epoch end).
     pub eval_steps: Option<u64>,
     pub logging_steps: u64,
+    /// Also fit and score the seed's tf-idf + linear SVM on the same rows (issue 17).
+    pub baseline_tfidf: bool,
     pub metric_for_best_model: String,
     pub load_best_model_at_end: bool,
     pub early_stopping_patience: Option<u32>,
@@ -224,6 +226,7 @@ impl Default for Hyperparameters {
             num_threads: None,
             eval_steps: None,
             logging_steps: 50,
+            baseline_tfidf: true,
             metric_for_best_model: "eval_f1_macro".into(),
             load_best_model_at_end: true,
             early_stopping_patience: None,
@@ -323,6 +326,7 @@ pub const KEYS: &[&str] = &[
     "num_threads",
     "eval_steps",
     "logging_steps",
+    "baseline_tfidf",
     "metric_for_best_model",
     "load_best_model_at_end",
     "early_stopping_patience",
@@ -731,6 +735,7 @@ impl Hyperparameters {
                 }
             }
             "logging_steps" => self.logging_steps = e.count(1)?,
+            "baseline_tfidf" => self.baseline_tfidf = e.bool()?,
             "metric_for_best_model" => {
                 let name = e.string()?.to_ascii_lowercase();
                 let name = match name.starts_with("eval_") {
@@ -904,6 +909,8 @@ mod tests {
             ("0", false),
         ] {
             assert_eq!(parse(&[("fp16", raw)]).unwrap().fp16, want, "{raw}");
+            let hp = parse(&[("baseline_tfidf", raw)]).unwrap();
+            assert_eq!(hp.baseline_tfidf, want, "{raw}");
         }
         let err = parse(&[("fp16", "yes")]).unwrap_err();
         assert!(matches!(err, HyperparameterError::Invalid { ref key, .. } if key == "fp16"));

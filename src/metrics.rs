@@ -231,6 +231,11 @@ impl ClassificationReport {
     /// `evaluation.json` in the SageMaker model-quality shape:
     /// `{"multiclass_classification_metrics": {"accuracy": {"value": ..}, ...}}`.
     pub fn evaluation_json(&self) -> serde_json::Value {
+        serde_json::json!({ "multiclass_classification_metrics": self.evaluation_metrics() })
+    }
+
+    /// The inside of `multiclass_classification_metrics`: `{"accuracy": {"value": ..}, ...}`.
+    pub fn evaluation_metrics(&self) -> serde_json::Value {
         let v = |x: f64| serde_json::json!({ "value": x });
         let mut confusion = serde_json::Map::new();
         for (t, row) in self.confusion.iter().enumerate() {
@@ -255,7 +260,7 @@ impl ClassificationReport {
         if let (Some(loss), Some(map)) = (self.loss, metrics.as_object_mut()) {
             map.insert("loss".into(), v(loss));
         }
-        serde_json::json!({ "multiclass_classification_metrics": metrics })
+        metrics
     }
 
     /// `confusion_matrix.csv`: header `true\pred,<labels...>`, one row per true label.
@@ -335,12 +340,33 @@ pub struct EvalRecord {
     pub metrics: Vec<(String, f64)>,
 }
 
+/// A block written beside the encoder's results (e.g. a baseline's): `metrics` under
+/// `metrics_key` in `metrics.json` and, when given, `evaluation` under `evaluation_key` in
+/// `evaluation.json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SideReport {
+    pub metrics_key: String,
+    pub metrics: serde_json::Value,
+    pub evaluation_key: String,
+    pub evaluation: Option<serde_json::Value>,
+}
+
 /// Writes `metrics.json`, `evaluation.json`, `confusion_matrix.csv` and `per_class.csv` for the
 /// final report into `dir`, with the evaluation history in `metrics.json`.
 pub fn write_reports(
     dir: &Path,
     final_report: &ClassificationReport,
     history: &[EvalRecord],
+) -> Result<(), MetricsError> {
+    write_reports_with(dir, final_report, history, &[])
+}
+
+/// [`write_reports`] with `side` blocks added to `metrics.json` and `evaluation.json`.
+pub fn write_reports_with(
+    dir: &Path,
+    final_report: &ClassificationReport,
+    history: &[EvalRecord],
+    side: &[SideReport],
 ) -> Result<(), MetricsError> {
     let history_json: Vec<serde_json::Value> = history
         .iter()
@@ -359,18 +385,24 @@ pub fn write_reports(
         .into_iter()
         .map(|(k, v)| (k, v.into()))
         .collect();
-    let metrics = serde_json::json!({
+    let mut metrics = serde_json::json!({
         "final": final_scalars,
         "per_class": final_report.per_class,
         "confusion_matrix": final_report.confusion,
         "history": history_json,
     });
+    let mut evaluation = final_report.evaluation_json();
+    for block in side {
+        if let Some(map) = metrics.as_object_mut() {
+            map.insert(block.metrics_key.clone(), block.metrics.clone());
+        }
+        if let (Some(value), Some(map)) = (&block.evaluation, evaluation.as_object_mut()) {
+            map.insert(block.evaluation_key.clone(), value.clone());
+        }
+    }
     let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
     write_file(&dir.join("metrics.json"), &pretty(&metrics))?;
-    write_file(
-        &dir.join("evaluation.json"),
-        &pretty(&final_report.evaluation_json()),
-    )?;
+    write_file(&dir.join("evaluation.json"), &pretty(&evaluation))?;
     write_file(
         &dir.join("confusion_matrix.csv"),
         &final_report.confusion_csv(),
@@ -473,6 +505,39 @@ mod tests {
         assert!(dir.path().join("per_class.csv").exists());
         let missing = write_reports(&dir.path().join("nope"), &r, &history).unwrap_err();
         assert!(missing.to_string().contains("nope"));
+    }
+
+    #[test]
+    fn side_reports_sit_beside_the_encoders() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = classification_report(&[0, 1], &[0, 1], &names(2), None).unwrap();
+        let side = [
+            SideReport {
+                metrics_key: "other".into(),
+                metrics: serde_json::json!({"x": 1}),
+                evaluation_key: "other_metrics".into(),
+                evaluation: Some(r.evaluation_metrics()),
+            },
+            SideReport {
+                metrics_key: "broken".into(),
+                metrics: serde_json::json!({"error": "e"}),
+                evaluation_key: "broken_metrics".into(),
+                evaluation: None,
+            },
+        ];
+        write_reports_with(dir.path(), &r, &[], &side).unwrap();
+        let read = |name: &str| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join(name)).unwrap()).unwrap()
+        };
+        let (metrics, eval) = (read("metrics.json"), read("evaluation.json"));
+        assert_eq!(metrics["other"]["x"], 1);
+        assert_eq!(metrics["broken"]["error"], "e");
+        assert_eq!(metrics["final"]["eval_accuracy"], 1.0);
+        assert_eq!(
+            eval["other_metrics"],
+            eval["multiclass_classification_metrics"]
+        );
+        assert!(eval.get("broken_metrics").is_none());
     }
 
     #[test]
