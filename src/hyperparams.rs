@@ -582,10 +582,8 @@ impl Hyperparameters {
                 self.max_length = n;
             }
             "warm_start" => {
-                self.warm_start = e.choice(&[
-                    ("auto", WarmStart::Auto),
-                    ("encoder", WarmStart::Encoder),
-                ])?
+                self.warm_start =
+                    e.choice(&[("auto", WarmStart::Auto), ("encoder", WarmStart::Encoder)])?
             }
             "text_column" => self.text_column = e.string()?,
             "label_column" => self.label_column = e.string()?,

@@ -556,7 +556,11 @@ pub fn dry_run_summary(data: &PreparedData, hp: &Hyperparameters, device: &str) 
 /// (header only, no weights loaded); a broken or missing model fails the dry run. Only a job that
 /// names no model source at all (the default name, no `model` channel, no TXCAT_MODEL_HOME:
 /// data validation on a workstation) is reported unchecked instead.
-fn dry_run_model(paths: &Paths, hp: &Hyperparameters, data: &PreparedData) -> Result<String, JobError> {
+fn dry_run_model(
+    paths: &Paths,
+    hp: &Hyperparameters,
+    data: &PreparedData,
+) -> Result<String, JobError> {
     let mut s = String::new();
     let no_source = hp.model_name_or_path == Hyperparameters::default().model_name_or_path
         && !paths.channel_dir("model").exists()
@@ -572,7 +576,11 @@ fn dry_run_model(paths: &Paths, hp: &Hyperparameters, data: &PreparedData) -> Re
     let preview = fine_tune::preview_model(paths, hp, &data.labels)?;
     let spec = &preview.check.spec;
     let head = &preview.check.head;
-    let _ = writeln!(s, "\nModel: {} (checked; weights not loaded)", preview.origin);
+    let _ = writeln!(
+        s,
+        "\nModel: {} (checked; weights not loaded)",
+        preview.origin
+    );
     let _ = writeln!(
         s,
         "  {}: hidden {}, {} layers, vocabulary {}, {} positions; {} tensors in {} agree with config.json",

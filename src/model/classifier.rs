@@ -463,10 +463,18 @@ fn plan_load(
         (None, None) => None,
         (w, b) => {
             if let Some(w) = w {
-                wrong_shape("classifier.weight", w, format!("[num_labels, {}]", spec.hidden));
+                wrong_shape(
+                    "classifier.weight",
+                    w,
+                    format!("[num_labels, {}]", spec.hidden),
+                );
             }
             if let Some(b) = b {
-                wrong_shape("classifier.bias", b, "[num_labels] (as many as classifier.weight rows)".into());
+                wrong_shape(
+                    "classifier.bias",
+                    b,
+                    "[num_labels] (as many as classifier.weight rows)".into(),
+                );
             }
             if w.is_none() || b.is_none() {
                 missing.push(format!(
@@ -508,15 +516,17 @@ fn plan_load(
         .map(String::as_str)
         .collect();
     if !missing.is_empty() || !mismatched.is_empty() || !unexpected.is_empty() {
+        let missing = group_whole_layers(missing, &expected);
+        // Shapes first: the failure file is length-limited and they say the most.
         let mut parts = Vec::new();
+        if !mismatched.is_empty() {
+            parts.push(format!("wrong shape: {}", mismatched.join("; ")));
+        }
         if !missing.is_empty() {
             parts.push(format!("missing: {}", missing.join(", ")));
         }
         if !unexpected.is_empty() {
             parts.push(format!("unexpected: {}", unexpected.join(", ")));
-        }
-        if !mismatched.is_empty() {
-            parts.push(format!("wrong shape: {}", mismatched.join("; ")));
         }
         return Err(ModelError::Mismatch {
             path: weights.to_path_buf(),
@@ -538,6 +548,34 @@ fn plan_load(
         fresh_reason,
         head,
     })
+}
+
+/// `missing` with every wholly missing transformer layer written once as `<layer>.*` (a
+/// config.json with more layers than the file would otherwise list dozens of names).
+fn group_whole_layers(missing: Vec<String>, expected: &BTreeMap<String, Vec<i64>>) -> Vec<String> {
+    let layer_of = |name: &str| -> Option<String> {
+        let at = name.find(".layer.")? + ".layer.".len();
+        let digits = name[at..].find('.')?;
+        Some(name[..at + digits + 1].to_string())
+    };
+    let mut out = Vec::new();
+    let mut grouped = std::collections::BTreeSet::new();
+    for name in &missing {
+        match layer_of(name) {
+            Some(layer)
+                if expected
+                    .keys()
+                    .filter(|n| n.starts_with(&layer))
+                    .all(|n| missing.contains(n)) =>
+            {
+                if grouped.insert(layer.clone()) {
+                    out.push(format!("{layer}* (the whole layer)"));
+                }
+            }
+            _ => out.push(name.clone()),
+        }
+    }
+    out
 }
 
 /// What the dry run found in a model directory, without loading any weight.

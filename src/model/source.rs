@@ -353,7 +353,10 @@ mod tests {
         let err = resolve_source(&request(bad.to_str().unwrap(), None, None))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("no config.json") && err.contains("notes.txt"), "{err}");
+        assert!(
+            err.contains("no config.json") && err.contains("notes.txt"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -124,7 +124,11 @@ pub fn match_head(
             None => added.push(label.clone()),
         }
     }
-    let removed: Vec<String> = old.iter().filter(|l| !labels.contains(l)).cloned().collect();
+    let removed: Vec<String> = old
+        .iter()
+        .filter(|l| !labels.contains(l))
+        .cloned()
+        .collect();
     let reason = match (kept.is_empty(), added.is_empty()) {
         (true, _) => Some(format!(
             "no label in common with the checkpoint's labels ({}); classifier initialised fresh",

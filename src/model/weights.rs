@@ -205,10 +205,7 @@ pub(crate) fn read_header(path: &Path, family: ModelFamily) -> Result<HeaderShap
         reason,
     };
     let mut file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
-    let file_len = file
-        .metadata()
-        .map_err(|e| ModelError::io(path, e))?
-        .len();
+    let file_len = file.metadata().map_err(|e| ModelError::io(path, e))?.len();
     let mut length = [0u8; 8];
     file.read_exact(&mut length).map_err(|_| {
         bad(format!(
@@ -230,8 +227,8 @@ pub(crate) fn read_header(path: &Path, family: ModelFamily) -> Result<HeaderShap
     file.read_exact(&mut header)
         .map_err(|e| ModelError::io(path, e))?;
     // Deserialising `Metadata` runs the crate's own validation of offsets, dtypes and shapes.
-    let metadata: safetensors::tensor::Metadata = serde_json::from_slice(&header)
-        .map_err(|e| bad(format!("invalid header: {e}")))?;
+    let metadata: safetensors::tensor::Metadata =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("invalid header: {e}")))?;
     let infos = metadata.tensors();
     let data_len = infos
         .values()

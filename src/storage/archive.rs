@@ -356,7 +356,9 @@ pub fn unpack(archive: &Path, dest: &Path, limits: UnpackLimits) -> Result<Unpac
                 let symbolic = kind == EntryType::Symlink;
                 let target = entry
                     .link_name()
-                    .map_err(|e| unpacker.refuse(&shown, format!("its link target is unreadable ({e})")))?
+                    .map_err(|e| {
+                        unpacker.refuse(&shown, format!("its link target is unreadable ({e})"))
+                    })?
                     .ok_or_else(|| unpacker.refuse(&shown, "is a link without a target"))?;
                 let word = if symbolic { "symlink" } else { "hard link" };
                 let resolved = link_target(&relative, &target, symbolic).ok_or_else(|| {
@@ -426,13 +428,13 @@ mod tests {
         let at = |link: &str, target: &str, sym: bool| {
             link_target(Path::new(link), Path::new(target), sym)
         };
-        assert_eq!(
-            at("sub/link", "../file", true),
-            Some(PathBuf::from("file"))
-        );
+        assert_eq!(at("sub/link", "../file", true), Some(PathBuf::from("file")));
         assert_eq!(at("link", "../file", true), None);
         assert_eq!(at("link", "/etc/passwd", true), None);
-        assert_eq!(at("sub/link", "sub/file", false), Some(PathBuf::from("sub/file")));
+        assert_eq!(
+            at("sub/link", "sub/file", false),
+            Some(PathBuf::from("sub/file"))
+        );
         assert_eq!(at("sub/link", "../x", false), None);
         assert_eq!(at("link", ".", true), None);
     }
