@@ -6,6 +6,7 @@
 //! without training.
 
 mod common;
+mod support;
 
 use common::{describe, fixture, separable_csv, OptMl};
 use std::io::Write;
@@ -158,6 +159,62 @@ fn model_name_or_path_takes_a_tarball_packed_like_sagemaker() {
     assert!(status.success());
     assert_ok(&run(&plain, tmp.path(), &["train"]));
     assert_eq!(kept_labels(&plain), all_labels());
+}
+
+#[test]
+fn an_s3_uri_may_name_the_tarball_or_the_job_output_prefix() {
+    let first = first_job();
+    let packed = tempfile::tempdir().unwrap();
+    let archive = packed.path().join("model.tar.gz");
+    pack_like_txcat(&first.model_dir(), &archive);
+    let other = packed.path().join("output.tar.gz");
+    pack_like_txcat(&first.path("output/data"), &other);
+    let moto = support::moto::MotoServer::start();
+    let admin = moto.admin();
+    admin.create_bucket("models");
+    // A training job's output prefix: model.tar.gz next to output.tar.gz.
+    admin.put(
+        "models",
+        "run-1/output/model.tar.gz",
+        &std::fs::read(&archive).unwrap(),
+    );
+    admin.put(
+        "models",
+        "run-1/output/output.tar.gz",
+        &std::fs::read(&other).unwrap(),
+    );
+    let run_s3 = |ml: &OptMl, tmp: &Path, args: &[&str]| {
+        let mut command = ml.command();
+        support::moto::point_child_at(&mut command, &moto.endpoint);
+        command
+            .env("TMPDIR", tmp)
+            .env_remove("TXCAT_MODEL_HOME")
+            .args(args)
+            .output()
+            .expect("run txcat")
+    };
+    let tmp = tempfile::tempdir().unwrap();
+
+    let key = job(
+        &[(
+            "model_name_or_path",
+            "s3://models/run-1/output/model.tar.gz",
+        )],
+        false,
+    );
+    assert_ok(&run_s3(&key, tmp.path(), &["train"]));
+    assert_eq!(kept_labels(&key), all_labels());
+
+    let prefix = job(
+        &[("model_name_or_path", "s3://models/run-1/output/")],
+        false,
+    );
+    let summary = prefix.assert_dry_run_ok(&run_s3(&prefix, tmp.path(), &["train", "--dry-run"]));
+    assert!(
+        summary.contains("s3://models/run-1/output/ (unpacked)"),
+        "{summary}"
+    );
+    assert!(is_empty_dir(tmp.path()), "scratch left behind");
 }
 
 /// One raw tar entry, with the name and link bytes written as given (the `tar` crate's own
