@@ -20,8 +20,12 @@ use crate::data::labels::LabelMap;
 use crate::hyperparams::Hyperparameters;
 use crate::job::{LabelledTexts, PreparedData};
 use crate::metrics::{self, MetricsError};
-use crate::model::{resolve_model_dir, ModelError, SequenceClassifier};
+use crate::model::{
+    check_model_dir, resolve_source, ModelCheck, ModelError, ModelSource, SequenceClassifier,
+    SourceRequest,
+};
 use crate::sagemaker::Paths;
+use crate::storage::archive::UnpackLimits;
 use crate::storage::{s3, StorageError};
 use crate::tokenize::batch::{BatchError, TokenizedSet};
 use crate::tokenize::{check_max_length, copy_tokenizer_files, TextEncoder, TokenizeError};
@@ -56,8 +60,6 @@ pub enum FineTuneError {
     Metrics(#[from] MetricsError),
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("cannot create a temporary folder for the model download: {0}")]
-    TempDir(std::io::Error),
     #[error("cannot resume: {0}")]
     Resume(String),
     #[error("interrupted by {signal} at optimizer step {step}{checkpoint}; nothing was written to the model directory; rerun the job to resume")]
@@ -72,7 +74,7 @@ impl FineTuneError {
     /// True when the user's model files or settings are at fault (exit status 2).
     pub fn is_bad_input(&self) -> bool {
         match self {
-            FineTuneError::Model(e) => !matches!(e, ModelError::Io { .. }),
+            FineTuneError::Model(e) => e.is_bad_input(),
             FineTuneError::Tokenize(e) => !matches!(e, TokenizeError::Io { .. }),
             FineTuneError::Device(_) | FineTuneError::Precision(_) | FineTuneError::Resume(_) => {
                 true
@@ -112,34 +114,49 @@ pub trait CheckpointPlan {
     fn latest(&self) -> Option<PathBuf>;
 }
 
-/// The model directory a run starts from: downloaded from S3 into a temporary folder when
-/// `model_name_or_path` is an `s3://` URI (the folder lives as long as this value).
-pub struct SourceModel {
-    pub dir: PathBuf,
-    _download: Option<tempfile::TempDir>,
+/// Finds the starting model named by the hyperparameters (see [`crate::model::source`]): a
+/// folder, a tarball, the `model` channel or `s3://`; scratch lives as long as the value.
+pub fn source_model(paths: &Paths, hp: &Hyperparameters) -> Result<ModelSource, FineTuneError> {
+    let channel = paths.channel_dir("model");
+    let channel = channel.exists().then_some(channel);
+    let source = resolve_source(&SourceRequest {
+        name_or_path: &hp.model_name_or_path,
+        model_channel: channel.as_deref(),
+        model_home: paths.model_home.as_deref(),
+        s3: s3::S3Options::from_settings(&paths.s3),
+        limits: UnpackLimits::default(),
+    })?;
+    tracing::info!(origin = %source.origin, dir = %source.dir.display(), "starting model");
+    Ok(source)
 }
 
-/// Finds (or downloads) the pretrained model named by the hyperparameters.
-pub fn source_model(paths: &Paths, hp: &Hyperparameters) -> Result<SourceModel, FineTuneError> {
-    let name = hp.model_name_or_path.as_str();
-    if name.starts_with("s3://") {
-        let tmp = tempfile::Builder::new()
-            .prefix("txcat-model-")
-            .tempdir()
-            .map_err(FineTuneError::TempDir)?;
-        tracing::info!(uri = name, dest = %tmp.path().display(), "downloading the model from S3");
-        s3::download_prefix(name, tmp.path(), s3::S3Options::from_settings(&paths.s3))?;
-        return Ok(SourceModel {
-            dir: tmp.path().to_path_buf(),
-            _download: Some(tmp),
-        });
-    }
-    let channel = paths.channel_dir("model");
-    let channel = channel.is_dir().then_some(channel);
-    let dir = resolve_model_dir(name, channel.as_deref(), paths.model_home.as_deref())?;
-    Ok(SourceModel {
-        dir,
-        _download: None,
+/// What the dry run found about the starting model.
+#[derive(Debug)]
+pub struct ModelPreview {
+    /// Where the model came from (`... (unpacked)` for an archive).
+    pub origin: String,
+    /// Config, header and head match, read without loading weights.
+    pub check: ModelCheck,
+    /// Token ids the tokenizer knows.
+    pub tokenizer_vocab: usize,
+}
+
+/// Resolves and checks the starting model as a real run would, without loading any weight:
+/// config.json parses, the safetensors header matches it, the tokenizer loads and `max_length`
+/// fits the position table. Catches a missing or broken model before paying for a GPU.
+pub fn preview_model(
+    paths: &Paths,
+    hp: &Hyperparameters,
+    labels: &LabelMap,
+) -> Result<ModelPreview, FineTuneError> {
+    let source = source_model(paths, hp)?;
+    let check = check_model_dir(&source.dir, labels.id2label(), hp.warm_start)?;
+    check_max_length(hp.max_length, check.spec.max_positions as usize)?;
+    let encoder = TextEncoder::from_model_dir(&source.dir, hp.max_length)?;
+    Ok(ModelPreview {
+        origin: source.origin,
+        check,
+        tokenizer_vocab: encoder.vocab_size(),
     })
 }
 
@@ -204,10 +221,14 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
     // does before building the model, so one seed gives one run.
     tch::manual_seed(hp.seed as i64);
     let (mut model, report) =
-        SequenceClassifier::load(&source.dir, data.labels.id2label(), device)?;
+        SequenceClassifier::load_with(&source.dir, data.labels.id2label(), device, hp.warm_start)?;
     tracing::info!(
         dir = %source.dir.display(),
         model_type = report.model_type,
+        warm_start = ?hp.warm_start,
+        kept = %report.head.kept.join(", "),
+        added = %report.head.added.join(", "),
+        removed = %report.head.removed.join(", "),
         fresh_head = ?report.fresh,
         reason = report.fresh_reason.as_deref().unwrap_or(""),
         ignored = report.ignored.len(),
@@ -299,6 +320,8 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
         "total_seconds": started.elapsed().as_secs_f64() + read_seconds,
         "device": format!("{device:?}"),
         "precision": precision,
+        // Which trained classifier rows were reused, by label name (issue 12).
+        "warm_start": report.head,
     });
     write_json(&output_stage.path().join("run_summary.json"), &summary)?;
     model_stage.commit()?;

@@ -47,6 +47,26 @@ pub enum SaveStrategy {
     Steps,
 }
 
+/// What a run reuses of a starting checkpoint that is already a classifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WarmStart {
+    /// The encoder, and the classifier rows of labels this run keeps (matched by name).
+    Auto,
+    /// The encoder only: the head starts fresh.
+    Encoder,
+}
+
+impl WarmStart {
+    /// The hyperparameter value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WarmStart::Auto => "auto",
+            WarmStart::Encoder => "encoder",
+        }
+    }
+}
+
 /// Whether an existing checkpoint is resumed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -118,6 +138,8 @@ pub struct Hyperparameters {
     pub model_name_or_path: String,
     /// Tokens per text after truncation; HF tokenizer default in the seed is the model maximum, we use 128.
     pub max_length: usize,
+    /// Head reuse when the starting model is a classifier (`auto`: rows by label name).
+    pub warm_start: WarmStart,
 
     // --- data ---
     pub text_column: String,
@@ -191,6 +213,7 @@ impl Default for Hyperparameters {
         Self {
             model_name_or_path: "distilbert-base-uncased".into(), // the seed recipe's model
             max_length: 128,
+            warm_start: WarmStart::Auto,
             text_column: "text".into(),
             label_column: "category".into(), // the seed recipe's column
             eval_channel: None,
@@ -291,6 +314,7 @@ pub enum HyperparameterError {
 pub const KEYS: &[&str] = &[
     "model_name_or_path",
     "max_length",
+    "warm_start",
     "text_column",
     "label_column",
     "eval_channel",
@@ -631,6 +655,10 @@ impl Hyperparameters {
                     return Err(e.invalid("an integer from 2 to 8192 (tokens per text)"));
                 }
                 self.max_length = n;
+            }
+            "warm_start" => {
+                self.warm_start =
+                    e.choice(&[("auto", WarmStart::Auto), ("encoder", WarmStart::Encoder)])?
             }
             "text_column" => self.text_column = e.string()?,
             "label_column" => self.label_column = e.string()?,

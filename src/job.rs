@@ -19,6 +19,7 @@ use crate::data::split::stratified;
 use crate::data::DataError;
 use crate::fine_tune::{self, FineTuneError, FineTuneRequest};
 use crate::hyperparams::{DeviceChoice, HyperparameterError, Hyperparameters, UnseenLabels};
+use crate::model::HeadOrigin;
 use crate::sagemaker::{self, ContractError, InputMode, Paths, S3Settings};
 use crate::storage::s3::S3Options;
 use crate::storage::{self, ObjectStream, StorageError};
@@ -556,6 +557,69 @@ pub fn dry_run_summary(data: &PreparedData, hp: &Hyperparameters, device: &str) 
     s
 }
 
+/// The dry run's model section: the starting model resolved and checked as training would
+/// (header only, no weights loaded); a broken or missing model fails the dry run. Only a job that
+/// names no model source at all (the default name, no `model` channel, no TXCAT_MODEL_HOME:
+/// data validation on a workstation) is reported unchecked instead.
+fn dry_run_model(
+    paths: &Paths,
+    hp: &Hyperparameters,
+    data: &PreparedData,
+) -> Result<String, JobError> {
+    let mut s = String::new();
+    let no_source = hp.model_name_or_path == Hyperparameters::default().model_name_or_path
+        && !paths.channel_dir("model").exists()
+        && paths.model_home.is_none();
+    if no_source && !std::path::Path::new(&hp.model_name_or_path).exists() {
+        let _ = writeln!(
+            s,
+            "\nModel: NOT CHECKED: model_name_or_path is the default `{}` and the job has no `model` channel and no TXCAT_MODEL_HOME, so training would fail with \"not found\"; name a model to check it",
+            hp.model_name_or_path
+        );
+        return Ok(s);
+    }
+    let preview = fine_tune::preview_model(paths, hp, &data.labels)?;
+    let spec = &preview.check.spec;
+    let head = &preview.check.head;
+    let _ = writeln!(
+        s,
+        "\nModel: {} (checked; weights not loaded)",
+        preview.origin
+    );
+    let _ = writeln!(
+        s,
+        "  {}: hidden {}, {} layers, vocabulary {}, {} positions; {} tensors in {} agree with config.json",
+        spec.family.model_type(),
+        spec.hidden,
+        spec.layers,
+        spec.vocab_size,
+        spec.max_positions,
+        preview.check.tensors,
+        preview.check.weights_file.display()
+    );
+    let _ = writeln!(s, "  tokenizer: {} tokens", preview.tokenizer_vocab);
+    let list = |labels: &[String]| match labels.is_empty() {
+        true => "none".to_string(),
+        false => labels.join(", "),
+    };
+    let _ = writeln!(
+        s,
+        "  head (warm_start={}): {}; kept: {}; added: {}; removed: {}",
+        hp.warm_start.as_str(),
+        match head.head {
+            HeadOrigin::ByLabel => "trained rows reused by label name",
+            HeadOrigin::Fresh => "initialised fresh",
+        },
+        list(&head.kept),
+        list(&head.added),
+        list(&head.removed)
+    );
+    if let Some(reason) = &head.reason {
+        let _ = writeln!(s, "  ({reason})");
+    }
+    Ok(s)
+}
+
 /// `txcat train`: configuration, data, then the dry-run summary or training.
 pub fn run_train(paths: &Paths, args: &TrainArgs) -> Result<(), JobError> {
     let hp = load_hyperparameters(paths, &args.hyperparameters)?;
@@ -584,8 +648,9 @@ pub fn run_train(paths: &Paths, args: &TrainArgs) -> Result<(), JobError> {
         data.train.len() + data.eval.len()
     );
     if args.dry_run {
+        let model = dry_run_model(paths, &hp, &data)?;
         print!(
-            "{}",
+            "{}{model}",
             dry_run_summary(&data, &hp, &describe_device(hp.device))
         );
         return Ok(());

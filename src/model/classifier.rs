@@ -6,19 +6,25 @@
 //! - the head (DistilBERT `pre_classifier` + `classifier`, BERT `bert.pooler.dense` +
 //!   `classifier`) may be missing: it then keeps its HF initialisation (normal(0,
 //!   initializer_range), zero bias), reported in [`LoadReport`];
-//! - a `classifier` whose row count differs from the requested labels (a checkpoint fine-tuned
-//!   on another label set) is re-initialised the same way and reported; the rest of the head is
-//!   kept. Same row count: the head is kept as is (continuing a fine-tune);
+//! - a `classifier` of a checkpoint fine-tuned before is matched to the requested labels by
+//!   label name ([`super::warm_start`]): kept labels keep their rows, new labels get fresh rows,
+//!   removed labels' rows are dropped; never by position. `warm_start=encoder` initialises the
+//!   head (everything outside `distilbert.`/`bert.`) fresh instead;
 //! - anything else missing, unexpected or mis-shaped is one error listing all of it.
+//!
+//! [`check_model_dir`] applies the same rules to the safetensors header alone (the dry run).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use tch::{nn, Device, Kind, Tensor};
 
 use super::config::{config_path, HeadKind, ModelConfig, ModelFamily};
 use super::layers::{Embedding, Fresh, LayerDims, LayerNames, LayerNorm, Linear, TransformerLayer};
-use super::weights::{read_checkpoint, weights_path, write_safetensors, WEIGHTS_FILE};
+use super::warm_start::{match_head, HeadMatch};
+use super::weights::{read_checkpoint, read_header, weights_path, write_safetensors, WEIGHTS_FILE};
 use super::{ClassifierModel, EncoderSpec, ModelError};
+use crate::hyperparams::WarmStart;
 
 /// What loading did besides copying tensors: fresh heads, ignored extras, renames.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +41,8 @@ pub struct LoadReport {
     pub ignored: Vec<String>,
     /// Legacy LayerNorm `gamma`/`beta` names renamed.
     pub renamed_legacy: usize,
+    /// How the checkpoint's classifier rows map onto the requested labels.
+    pub head: HeadMatch,
 }
 
 impl LoadReport {
@@ -169,114 +177,61 @@ impl SequenceClassifier {
     }
 
     /// Loads `dir` (config.json + model.safetensors) as a classifier for `id2label` (index =
-    /// class id) on `device`. See the module docs for how heads are matched.
+    /// class id) on `device`, reusing a classifier head by label name (`warm_start=auto`).
     pub fn load(
         dir: &Path,
         id2label: &[String],
         device: Device,
     ) -> Result<(SequenceClassifier, LoadReport), ModelError> {
-        if id2label.is_empty() {
-            return Err(ModelError::Invalid(
-                "a classifier needs at least one label; id2label is empty".into(),
-            ));
-        }
-        let cfg_path = config_path(dir);
-        if !cfg_path.is_file() {
-            return Err(ModelError::Config {
-                path: cfg_path,
-                reason: "missing; a Hugging Face model directory needs config.json next to model.safetensors".into(),
-            });
-        }
-        let config = ModelConfig::from_file(&cfg_path)?;
+        Self::load_with(dir, id2label, device, WarmStart::Auto)
+    }
+
+    /// [`SequenceClassifier::load`] under a `warm_start` setting. See the module docs for how
+    /// heads are matched.
+    pub fn load_with(
+        dir: &Path,
+        id2label: &[String],
+        device: Device,
+        warm_start: WarmStart,
+    ) -> Result<(SequenceClassifier, LoadReport), ModelError> {
+        let config = read_config(dir, id2label)?;
         let weights = weights_path(dir)?;
         let family = config.spec.family;
         let checkpoint = read_checkpoint(&weights, family)?;
-        let model = Self::build(config, id2label.to_vec(), device);
-
-        let head_dense = head_dense_name(family);
-        let is_head = |name: &str| {
-            name.starts_with(&format!("{head_dense}.")) || name.starts_with("classifier.")
-        };
-        let mut missing = Vec::new();
-        let mut mismatched = Vec::new();
-        let mut fresh = Vec::new();
-        let mut fresh_reason: Option<String> = None;
-        let mut to_copy = Vec::new();
-        let variables = model.vs.variables();
-        let mut names: Vec<&String> = variables.keys().collect();
-        names.sort();
-        // A classifier fine-tuned on a different label count cannot be reused.
-        let reinit_classifier = checkpoint
+        let found: BTreeMap<String, Vec<i64>> = checkpoint
             .tensors
-            .get("classifier.weight")
-            .map(|w| w.size().first().copied() != Some(id2label.len() as i64))
-            .unwrap_or(false);
-        if reinit_classifier {
-            let rows = checkpoint.tensors["classifier.weight"].size()[0];
-            let labels_note = match &model.config.id2label {
-                Some(l) => format!(" (its config.json labels: {})", l.join(", ")),
-                None => String::new(),
-            };
-            fresh_reason = Some(format!(
-                "the checkpoint's classifier has {rows} outputs{labels_note} but {} labels were asked for; classifier re-initialised",
-                id2label.len()
-            ));
-        }
-        for name in names {
-            let var = &variables[name];
-            match checkpoint.tensors.get(name) {
-                Some(_) if reinit_classifier && name.starts_with("classifier.") => {
-                    fresh.push(name.clone());
-                }
-                Some(t) if t.size() != var.size() => mismatched.push(format!(
-                    "{name} is {:?} in the file, config.json implies {:?}",
-                    t.size(),
-                    var.size()
-                )),
-                Some(t) => to_copy.push((var, t)),
-                None if is_head(name) => fresh.push(name.clone()),
-                None => missing.push(name.clone()),
-            }
-        }
-        let unexpected: Vec<&String> = checkpoint
-            .tensors
-            .keys()
-            .filter(|n| !variables.contains_key(*n))
+            .iter()
+            .map(|(name, t)| (name.clone(), t.size()))
             .collect();
-        if !missing.is_empty() || !mismatched.is_empty() || !unexpected.is_empty() {
-            let mut parts = Vec::new();
-            if !missing.is_empty() {
-                parts.push(format!("missing: {}", missing.join(", ")));
-            }
-            if !unexpected.is_empty() {
-                let list: Vec<&str> = unexpected.iter().map(|s| s.as_str()).collect();
-                parts.push(format!("unexpected: {}", list.join(", ")));
-            }
-            if !mismatched.is_empty() {
-                parts.push(format!("wrong shape: {}", mismatched.join("; ")));
-            }
-            return Err(ModelError::Mismatch {
-                path: checkpoint.path,
-                details: parts.join(" | "),
-            });
-        }
+        let plan = plan_load(&config, &found, id2label, warm_start, &checkpoint.path)?;
+        let model = Self::build(config, id2label.to_vec(), device);
+        let variables = model.vs.variables();
         tch::no_grad(|| -> Result<(), ModelError> {
-            for (var, src) in &to_copy {
+            for name in &plan.copy {
                 // copy_ converts dtype (fp16/bf16 files) and device in one step.
-                var.shallow_clone().f_copy_(src)?;
+                variables[name]
+                    .shallow_clone()
+                    .f_copy_(&checkpoint.tensors[name])?;
+            }
+            for suffix in ["weight", "bias"] {
+                let name = format!("{CLASSIFIER}.{suffix}");
+                let (var, src) = (&variables[&name], &checkpoint.tensors.get(&name));
+                for &(old_row, new_row) in &plan.head.rows {
+                    if let Some(src) = src {
+                        var.get(new_row as i64).f_copy_(&src.get(old_row as i64))?;
+                    }
+                }
             }
             Ok(())
         })?;
-        if !fresh.is_empty() && fresh_reason.is_none() {
-            fresh_reason = Some("the checkpoint has no classification head (a base model); head initialised as transformers does".into());
-        }
         let report = LoadReport {
             weights_file: checkpoint.path,
             model_type: family.model_type().to_string(),
-            fresh,
-            fresh_reason,
+            fresh: plan.fresh,
+            fresh_reason: plan.fresh_reason,
             ignored: checkpoint.ignored,
             renamed_legacy: checkpoint.renamed_legacy,
+            head: plan.head,
         };
         match &report.fresh_reason {
             Some(reason) => tracing::warn!(
@@ -287,6 +242,14 @@ impl SequenceClassifier {
             None => {
                 tracing::info!(weights = %report.weights_file.display(), "loaded classifier with its head")
             }
+        }
+        if !report.head.kept.is_empty() {
+            tracing::info!(
+                kept = %report.head.kept.join(", "),
+                added = %report.head.added.join(", "),
+                removed = %report.head.removed.join(", "),
+                "classifier rows matched to this run's labels by name"
+            );
         }
         if !report.ignored.is_empty() {
             tracing::info!(ignored = %report.ignored.join(", "), "ignored tensors classification does not use");
@@ -396,6 +359,258 @@ impl SequenceClassifier {
     }
 }
 
+/// Reads `dir/config.json` for a classifier of `id2label`.
+fn read_config(dir: &Path, id2label: &[String]) -> Result<ModelConfig, ModelError> {
+    if id2label.is_empty() {
+        return Err(ModelError::Invalid(
+            "a classifier needs at least one label; id2label is empty".into(),
+        ));
+    }
+    let cfg_path = config_path(dir);
+    if !cfg_path.is_file() {
+        return Err(ModelError::Config {
+            path: cfg_path,
+            reason: "missing; a Hugging Face model directory needs config.json next to model.safetensors".into(),
+        });
+    }
+    ModelConfig::from_file(&cfg_path)
+}
+
+/// Every variable [`SequenceClassifier::build`] creates for `spec` and `num_labels`, with its
+/// shape, computed without allocating anything (the dry run checks headers against it).
+fn expected_shapes(spec: &EncoderSpec, num_labels: i64) -> BTreeMap<String, Vec<i64>> {
+    let family = spec.family;
+    let (names, layers_path) = match family {
+        ModelFamily::DistilBert => (&DISTILBERT_LAYER, "transformer.layer"),
+        ModelFamily::Bert => (&BERT_LAYER, "encoder.layer"),
+    };
+    let (h, ffn) = (spec.hidden, spec.ffn);
+    let mut out = BTreeMap::new();
+    let mut linear = |name: String, rows: i64, cols: i64| {
+        out.insert(format!("{name}.weight"), vec![rows, cols]);
+        out.insert(format!("{name}.bias"), vec![rows]);
+    };
+    let p = family.prefix();
+    for i in 0..spec.layers {
+        let layer = format!("{p}.{layers_path}.{i}");
+        for part in [names.query, names.key, names.value, names.attn_out] {
+            linear(format!("{layer}.{part}"), h, h);
+        }
+        linear(format!("{layer}.{}", names.ffn_in), ffn, h);
+        linear(format!("{layer}.{}", names.ffn_out), h, ffn);
+    }
+    linear(head_dense_name(family).to_string(), h, h);
+    linear(CLASSIFIER.to_string(), num_labels, h);
+    let mut norm = |name: String| {
+        out.insert(format!("{name}.weight"), vec![h]);
+        out.insert(format!("{name}.bias"), vec![h]);
+    };
+    norm(format!("{p}.embeddings.LayerNorm"));
+    for i in 0..spec.layers {
+        let layer = format!("{p}.{layers_path}.{i}");
+        norm(format!("{layer}.{}", names.attn_norm));
+        norm(format!("{layer}.{}", names.out_norm));
+    }
+    let emb = |name: &str| format!("{p}.embeddings.{name}.weight");
+    out.insert(emb("word_embeddings"), vec![spec.vocab_size, h]);
+    out.insert(emb("position_embeddings"), vec![spec.max_positions, h]);
+    if family == ModelFamily::Bert && spec.type_vocab_size > 0 {
+        out.insert(emb("token_type_embeddings"), vec![spec.type_vocab_size, h]);
+    }
+    out
+}
+
+/// What loading a checkpoint will do, decided from names and shapes only.
+struct LoadPlan {
+    /// Variables copied whole from the checkpoint.
+    copy: Vec<String>,
+    /// Variables (or classifier rows) left at their fresh initialisation.
+    fresh: Vec<String>,
+    fresh_reason: Option<String>,
+    head: HeadMatch,
+}
+
+/// Matches a checkpoint's tensors (`found`: name -> shape) to the classifier `config` describes
+/// for `id2label`; every missing, unexpected and mis-shaped tensor is one error.
+fn plan_load(
+    config: &ModelConfig,
+    found: &BTreeMap<String, Vec<i64>>,
+    id2label: &[String],
+    warm_start: WarmStart,
+    weights: &Path,
+) -> Result<LoadPlan, ModelError> {
+    let spec = &config.spec;
+    let family = spec.family;
+    let expected = expected_shapes(spec, id2label.len() as i64);
+    let encoder_prefix = format!("{}.", family.prefix());
+    let head_dense = format!("{}.", head_dense_name(family));
+    let classifier = format!("{CLASSIFIER}.");
+    let mut missing = Vec::new();
+    let mut mismatched = Vec::new();
+    let mut wrong_shape = |name: &str, file: &[i64], wanted: String| {
+        mismatched.push(format!(
+            "{name} is {file:?} in the file, config.json implies {wanted}"
+        ))
+    };
+
+    // The classifier's rows are matched by label, so only its width is checked here.
+    let weight = found.get("classifier.weight");
+    let bias = found.get("classifier.bias");
+    let rows = match (weight, bias) {
+        (Some(w), Some(b)) if w.len() == 2 && w[1] == spec.hidden && b[..] == [w[0]] => {
+            Some(w[0] as usize)
+        }
+        (None, None) => None,
+        (w, b) => {
+            if let Some(w) = w {
+                wrong_shape(
+                    "classifier.weight",
+                    w,
+                    format!("[num_labels, {}]", spec.hidden),
+                );
+            }
+            if let Some(b) = b {
+                wrong_shape(
+                    "classifier.bias",
+                    b,
+                    "[num_labels] (as many as classifier.weight rows)".into(),
+                );
+            }
+            if w.is_none() || b.is_none() {
+                missing.push(format!(
+                    "classifier.{} (the file has only one of classifier.weight and classifier.bias)",
+                    if w.is_none() { "weight" } else { "bias" }
+                ));
+            }
+            None
+        }
+    };
+    let head = match_head(warm_start, config.id2label.as_deref(), rows, id2label);
+
+    let mut copy = Vec::new();
+    let mut fresh = Vec::new();
+    for (name, shape) in &expected {
+        if name.starts_with(&classifier) {
+            if head.is_fresh() {
+                fresh.push(name.clone());
+            } else if !head.added.is_empty() {
+                fresh.push(format!("{name} (rows of {})", head.added.join(", ")));
+            }
+            continue;
+        }
+        let is_head = !name.starts_with(&encoder_prefix);
+        if is_head && warm_start == WarmStart::Encoder {
+            fresh.push(name.clone());
+            continue;
+        }
+        match found.get(name) {
+            Some(file) if file != shape => wrong_shape(name, file, format!("{shape:?}")),
+            Some(_) => copy.push(name.clone()),
+            None if name.starts_with(&head_dense) => fresh.push(name.clone()),
+            None => missing.push(name.clone()),
+        }
+    }
+    let unexpected: Vec<&str> = found
+        .keys()
+        .filter(|n| !expected.contains_key(*n))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() || !mismatched.is_empty() || !unexpected.is_empty() {
+        let missing = group_whole_layers(missing, &expected);
+        // Shapes first: the failure file is length-limited and they say the most.
+        let mut parts = Vec::new();
+        if !mismatched.is_empty() {
+            parts.push(format!("wrong shape: {}", mismatched.join("; ")));
+        }
+        if !missing.is_empty() {
+            parts.push(format!("missing: {}", missing.join(", ")));
+        }
+        if !unexpected.is_empty() {
+            parts.push(format!("unexpected: {}", unexpected.join(", ")));
+        }
+        return Err(ModelError::Mismatch {
+            path: weights.to_path_buf(),
+            details: parts.join(" | "),
+        });
+    }
+    let fresh_reason = match fresh.is_empty() {
+        true => None,
+        false => Some(head.reason.clone().unwrap_or_else(|| {
+            format!(
+                "the checkpoint has no {}; initialised as transformers does",
+                fresh.join(", ")
+            )
+        })),
+    };
+    Ok(LoadPlan {
+        copy,
+        fresh,
+        fresh_reason,
+        head,
+    })
+}
+
+/// `missing` with every wholly missing transformer layer written once as `<layer>.*` (a
+/// config.json with more layers than the file would otherwise list dozens of names).
+fn group_whole_layers(missing: Vec<String>, expected: &BTreeMap<String, Vec<i64>>) -> Vec<String> {
+    let layer_of = |name: &str| -> Option<String> {
+        let at = name.find(".layer.")? + ".layer.".len();
+        let digits = name[at..].find('.')?;
+        Some(name[..at + digits + 1].to_string())
+    };
+    let mut out = Vec::new();
+    let mut grouped = std::collections::BTreeSet::new();
+    for name in &missing {
+        match layer_of(name) {
+            Some(layer)
+                if expected
+                    .keys()
+                    .filter(|n| n.starts_with(&layer))
+                    .all(|n| missing.contains(n)) =>
+            {
+                if grouped.insert(layer.clone()) {
+                    out.push(format!("{layer}* (the whole layer)"));
+                }
+            }
+            _ => out.push(name.clone()),
+        }
+    }
+    out
+}
+
+/// What the dry run found in a model directory, without loading any weight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelCheck {
+    /// The weights file whose header was read.
+    pub weights_file: PathBuf,
+    /// The normalised architecture of `config.json`.
+    pub spec: EncoderSpec,
+    /// Tensors the header lists that the classifier uses.
+    pub tensors: usize,
+    /// How the head would be matched to the labels.
+    pub head: HeadMatch,
+}
+
+/// Checks `dir` as [`SequenceClassifier::load_with`] would, reading only `config.json` and the
+/// safetensors header: config parses, every tensor is present with the shape the config implies
+/// (hidden size, vocabulary, layers), and how the head maps onto `id2label`.
+pub fn check_model_dir(
+    dir: &Path,
+    id2label: &[String],
+    warm_start: WarmStart,
+) -> Result<ModelCheck, ModelError> {
+    let config = read_config(dir, id2label)?;
+    let weights = weights_path(dir)?;
+    let header = read_header(&weights, config.spec.family)?;
+    let plan = plan_load(&config, &header.shapes, id2label, warm_start, &header.path)?;
+    Ok(ModelCheck {
+        weights_file: header.path,
+        spec: config.spec,
+        tensors: header.shapes.len(),
+        head: plan.head,
+    })
+}
+
 impl ClassifierModel for SequenceClassifier {
     fn forward_t(
         &self,
@@ -434,5 +649,50 @@ impl ClassifierModel for SequenceClassifier {
 
     fn set_sparse_input_grad(&mut self, sparse: bool) {
         self.word.sparse_grad = sparse;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture_config(name: &str) -> ModelConfig {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+            .join("config.json");
+        ModelConfig::from_file(&path).unwrap()
+    }
+
+    #[test]
+    fn expected_shapes_are_what_build_creates() {
+        for name in ["tiny-distilbert", "tiny-bert"] {
+            let config = fixture_config(name);
+            let expected = expected_shapes(&config.spec, 5);
+            let labels: Vec<String> = (0..5).map(|i| format!("L{i}")).collect();
+            let model = SequenceClassifier::build(config, labels, Device::Cpu);
+            let built: BTreeMap<String, Vec<i64>> = model
+                .vs
+                .variables()
+                .into_iter()
+                .map(|(n, t)| (n, t.size()))
+                .collect();
+            assert_eq!(expected, built, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_header_check_agrees_with_loading() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert");
+        let labels: Vec<String> = ["groceries", "rent", "income"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let check = check_model_dir(&dir, &labels, WarmStart::Auto).unwrap();
+        let (_, report) = SequenceClassifier::load(&dir, &labels, Device::Cpu).unwrap();
+        assert_eq!(check.head, report.head);
+        assert_eq!(check.head.kept, ["groceries", "income"]);
+        assert_eq!(check.head.removed, ["transport"]);
+        assert_eq!(check.spec.family, ModelFamily::Bert);
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// `model_name_or_path` resolved to nothing.
-    #[error("model `{name}` not found (looked in: {searched}); no model can be downloaded here: pass a directory holding config.json, model.safetensors and tokenizer.json, ship it in the `model` input channel, or put it under $TXCAT_MODEL_HOME/{name}")]
+    #[error("model `{name}` not found (looked in: {searched}); no model can be downloaded here: pass a directory holding config.json, model.safetensors and tokenizer.json (or a model.tar.gz of one), ship it in the `model` input channel, or put it under $TXCAT_MODEL_HOME/{name}")]
     NotFound {
         /// The name or path asked for.
         name: String,
@@ -68,9 +68,26 @@ pub enum ModelError {
     /// A libtorch call failed.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// A packed model could not be unpacked (names the archive and the entry).
+    #[error(transparent)]
+    Archive(#[from] crate::storage::archive::ArchiveError),
+    /// An `s3://` model could not be downloaded.
+    #[error("model download: {0}")]
+    Download(#[from] crate::storage::StorageError),
 }
 
 impl ModelError {
+    /// True when the user's model files or settings are at fault (exit status 2), false for
+    /// local I/O and service failures.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            ModelError::Io { .. } => false,
+            ModelError::Archive(e) => e.is_bad_input(),
+            ModelError::Download(e) => e.is_bad_input(),
+            _ => true,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         ModelError::Io {
             path: path.into(),

@@ -1,9 +1,12 @@
 //! DistilBERT and BERT sequence classifiers in tch, loaded from and saved to Hugging Face
 //! safetensors with Hugging Face names.
 //!
-//! - [`resolve_model_dir`] finds the directory a `model_name_or_path` refers to.
-//! - [`SequenceClassifier::load`] reads `config.json` + `model.safetensors` (never pickle),
-//!   checks every tensor name and shape, and gives a missing head the HF initialisation.
+//! - [`source::resolve_source`] finds the directory a `model_name_or_path` refers to (a folder,
+//!   a `model.tar.gz`, the `model` channel, `s3://`), unpacking or downloading into scratch.
+//! - [`SequenceClassifier::load_with`] reads `config.json` + `model.safetensors` (never pickle),
+//!   checks every tensor name and shape, matches a classifier head to the labels by name
+//!   ([`warm_start`]) and gives fresh parts the HF initialisation.
+//! - [`check_model_dir`] runs the same checks on the safetensors header alone (the dry run).
 //! - [`SequenceClassifier::save`] writes a directory `AutoModelForSequenceClassification`
 //!   opens as is.
 //!
@@ -14,13 +17,15 @@ mod classifier;
 mod config;
 mod error;
 mod layers;
-mod resolve;
+pub mod source;
+pub mod warm_start;
 mod weights;
 
-pub use classifier::{LoadReport, SequenceClassifier};
+pub use classifier::{check_model_dir, LoadReport, ModelCheck, SequenceClassifier};
 pub use config::{Activation, EncoderSpec, HeadKind, ModelFamily};
 pub use error::ModelError;
-pub use resolve::resolve_model_dir;
+pub use source::{resolve_source, ModelSource, SourceRequest};
+pub use warm_start::{HeadMatch, HeadOrigin};
 
 use tch::{nn, Tensor};
 

@@ -98,6 +98,60 @@ fn is_bare_encoder_name(name: &str, family: ModelFamily) -> bool {
     roots.iter().any(|r| name.starts_with(r))
 }
 
+/// Maps checkpoint names to the task model's names: legacy `gamma`/`beta` renamed, bare encoder
+/// saves prefixed; known extras map to `None`. Shared by the full read and the header check so
+/// both see the same names.
+struct NameMap {
+    family: ModelFamily,
+    prefix: String,
+    /// Bare saves (`DistilBertModel`, `BertModel`, e.g. MiniLM) carry no prefix at all.
+    has_prefix: bool,
+}
+
+impl NameMap {
+    fn new<'a>(family: ModelFamily, names: impl IntoIterator<Item = &'a str>) -> Self {
+        let prefix = format!("{}.", family.prefix());
+        let has_prefix = names.into_iter().any(|n| n.starts_with(&prefix));
+        Self {
+            family,
+            prefix,
+            has_prefix,
+        }
+    }
+
+    /// `(name, renamed_legacy)`, or `None` for a tensor classification does not use.
+    fn map(&self, raw_name: &str) -> Option<(String, bool)> {
+        let mut name = raw_name.to_string();
+        let mut renamed = false;
+        if let Some(new_name) = rename_legacy(&name) {
+            name = new_name;
+            renamed = true;
+        }
+        if !self.has_prefix && is_bare_encoder_name(&name, self.family) {
+            name = format!("{}{name}", self.prefix);
+        }
+        let unprefixed = name.strip_prefix(&self.prefix).unwrap_or(&name);
+        if is_known_extra(&name, self.family) || is_known_extra(unprefixed, self.family) {
+            return None;
+        }
+        Some((name, renamed))
+    }
+}
+
+fn unsupported_dtype(path: &Path, raw_name: &str, dtype: Dtype) -> ModelError {
+    ModelError::Safetensors {
+        path: path.to_path_buf(),
+        reason: format!("tensor `{raw_name}` has unsupported dtype {dtype:?}"),
+    }
+}
+
+fn duplicate(path: &Path, name: &str) -> ModelError {
+    ModelError::Safetensors {
+        path: path.to_path_buf(),
+        reason: format!("tensor `{name}` appears twice after renaming legacy names"),
+    }
+}
+
 /// Reads and normalises the checkpoint at `path` for `family`.
 pub(crate) fn read_checkpoint(path: &Path, family: ModelFamily) -> Result<Checkpoint, ModelError> {
     let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
@@ -105,40 +159,22 @@ pub(crate) fn read_checkpoint(path: &Path, family: ModelFamily) -> Result<Checkp
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let prefix = format!("{}.", family.prefix());
-    // Bare saves (`DistilBertModel`, `BertModel`, e.g. MiniLM) carry no prefix at all.
-    let has_prefix = parsed.names().iter().any(|n| n.starts_with(&prefix));
+    let names = NameMap::new(family, parsed.names());
     let mut tensors = BTreeMap::new();
     let mut ignored = Vec::new();
     let mut renamed_legacy = 0;
     for (raw_name, view) in parsed.iter() {
-        let mut name = raw_name.to_string();
-        if let Some(renamed) = rename_legacy(&name) {
-            name = renamed;
-            renamed_legacy += 1;
-        }
-        if !has_prefix && is_bare_encoder_name(&name, family) {
-            name = format!("{prefix}{name}");
-        }
-        let unprefixed = name.strip_prefix(&prefix).unwrap_or(&name);
-        if is_known_extra(&name, family) || is_known_extra(unprefixed, family) {
+        let Some((name, renamed)) = names.map(raw_name) else {
             ignored.push(raw_name.to_string());
             continue;
-        }
-        let kind = kind_of(view.dtype()).ok_or_else(|| ModelError::Safetensors {
-            path: path.to_path_buf(),
-            reason: format!(
-                "tensor `{raw_name}` has unsupported dtype {:?}",
-                view.dtype()
-            ),
-        })?;
+        };
+        renamed_legacy += usize::from(renamed);
+        let kind =
+            kind_of(view.dtype()).ok_or_else(|| unsupported_dtype(path, raw_name, view.dtype()))?;
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let tensor = Tensor::f_from_data_size(view.data(), &shape, kind)?;
         if tensors.insert(name.clone(), tensor).is_some() {
-            return Err(ModelError::Safetensors {
-                path: path.to_path_buf(),
-                reason: format!("tensor `{name}` appears twice after renaming legacy names"),
-            });
+            return Err(duplicate(path, &name));
         }
     }
     Ok(Checkpoint {
@@ -146,6 +182,82 @@ pub(crate) fn read_checkpoint(path: &Path, family: ModelFamily) -> Result<Checkp
         tensors,
         ignored,
         renamed_legacy,
+    })
+}
+
+/// A checkpoint's tensor names and shapes, from its safetensors header alone.
+pub(crate) struct HeaderShapes {
+    pub path: PathBuf,
+    /// Task-model name -> shape (known extras classification does not use left out).
+    pub shapes: BTreeMap<String, Vec<i64>>,
+}
+
+/// The safetensors crate's own header limit: anything longer is not a safetensors file.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Reads only the header of `path` (the 8-byte length and the JSON after it) and checks it as
+/// the full parser would: valid JSON, contiguous offsets that match each dtype and shape, and a
+/// file exactly as long as the header says (a truncated copy fails here). No weights are read.
+pub(crate) fn read_header(path: &Path, family: ModelFamily) -> Result<HeaderShapes, ModelError> {
+    use std::io::Read;
+    let bad = |reason: String| ModelError::Safetensors {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+    let file_len = file.metadata().map_err(|e| ModelError::io(path, e))?.len();
+    let mut length = [0u8; 8];
+    file.read_exact(&mut length).map_err(|_| {
+        bad(format!(
+            "the file has {file_len} bytes, fewer than the 8-byte header length"
+        ))
+    })?;
+    let header_len = u64::from_le_bytes(length);
+    if header_len > MAX_HEADER_BYTES {
+        return Err(bad(format!(
+            "header length {header_len} is over {MAX_HEADER_BYTES} bytes"
+        )));
+    }
+    if 8 + header_len > file_len {
+        return Err(bad(format!(
+            "the header of {header_len} bytes runs past the end of the {file_len}-byte file"
+        )));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| ModelError::io(path, e))?;
+    // Deserialising `Metadata` runs the crate's own validation of offsets, dtypes and shapes.
+    let metadata: safetensors::tensor::Metadata =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("invalid header: {e}")))?;
+    let infos = metadata.tensors();
+    let data_len = infos
+        .values()
+        .map(|info| info.data_offsets.1 as u64)
+        .max()
+        .unwrap_or(0);
+    if 8 + header_len + data_len != file_len {
+        return Err(bad(format!(
+            "the header describes {} bytes but the file has {file_len}",
+            8 + header_len + data_len
+        )));
+    }
+    let mut sorted: Vec<(&String, _)> = infos.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let names = NameMap::new(family, sorted.iter().map(|(n, _)| n.as_str()));
+    let mut shapes = BTreeMap::new();
+    for (raw_name, info) in sorted {
+        let Some((name, _)) = names.map(raw_name) else {
+            continue;
+        };
+        kind_of(info.dtype).ok_or_else(|| unsupported_dtype(path, raw_name, info.dtype))?;
+        let shape = info.shape.iter().map(|&d| d as i64).collect();
+        if shapes.insert(name.clone(), shape).is_some() {
+            return Err(duplicate(path, &name));
+        }
+    }
+    Ok(HeaderShapes {
+        path: path.to_path_buf(),
+        shapes,
     })
 }
 

@@ -98,6 +98,7 @@ impl StorageError {
     }
 }
 
+pub mod archive;
 pub mod local;
 pub mod pipe;
 pub mod s3;
