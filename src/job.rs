@@ -12,9 +12,11 @@
 
 use crate::checkpoint::{DataFingerprint, JobCheckpoints};
 use crate::cli::{ChannelArg, TrainArgs};
-use crate::data::csv::{read_channel, BadRowBudget, ChannelRows, Columns};
+use crate::data::channel::read_channel;
 use crate::data::dialect::Dialect;
+use crate::data::format::RowFormat;
 use crate::data::labels::LabelMap;
+use crate::data::rows::{BadRowBudget, ChannelRows, Columns};
 use crate::data::split::stratified;
 use crate::data::DataError;
 use crate::fine_tune::{self, FineTuneError, FineTuneRequest};
@@ -182,6 +184,29 @@ pub fn load_hyperparameters(
     Ok(Hyperparameters::from_sources(&raw, overrides)?)
 }
 
+/// The row format each channel's `ContentType` in `inputdataconfig.json` declares; channels
+/// without one are read by file name ([`RowFormat::from_name`]).
+fn declared_formats(paths: &Paths) -> Result<BTreeMap<String, RowFormat>, JobError> {
+    let Some(config) = sagemaker::read_input_data_config(&paths.input_data_config_file)? else {
+        return Ok(BTreeMap::new());
+    };
+    let mut formats = BTreeMap::new();
+    for (name, channel) in config {
+        let Some(content_type) = channel.content_type else {
+            continue;
+        };
+        let format = RowFormat::from_content_type(&content_type).map_err(|value| {
+            JobError::Channels(format!(
+                "channel `{name}`: ContentType `{}` in inputdataconfig.json is not a format txcat reads; use {} (or leave it unset to go by file extension)",
+                crate::text::printable(&value),
+                crate::data::format::CONTENT_TYPES
+            ))
+        })?;
+        formats.insert(name, format);
+    }
+    Ok(formats)
+}
+
 /// Every channel the job can see, by name.
 pub fn resolve_channels(
     paths: &Paths,
@@ -326,10 +351,12 @@ pub fn prepare(
         encoding: hp.csv_encoding,
     };
     let mut budget = BadRowBudget::new(hp.max_bad_rows);
+    let formats = declared_formats(paths)?;
     let read = |name: &str, source: &ChannelSource, budget: &mut BadRowBudget| {
         tracing::info!(channel = name, source = %source, "reading channel");
         let mut stream = source.open(name, &paths.s3).map_err(DataError::from)?;
-        let rows = read_channel(name, stream.as_mut(), &columns, &dialect, budget)?;
+        let format = formats.get(name).copied();
+        let rows = read_channel(name, stream.as_mut(), &columns, &dialect, format, budget)?;
         tracing::info!(
             channel = name,
             files = rows.files.len(),

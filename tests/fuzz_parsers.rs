@@ -9,8 +9,9 @@
 use std::io::{Cursor, Write};
 
 use proptest::prelude::*;
-use txcat::data::csv::{read_channel, BadRowBudget, Columns};
+use txcat::data::channel::read_channel;
 use txcat::data::dialect::Dialect;
+use txcat::data::rows::{BadRowBudget, Columns};
 use txcat::hyperparams::{CsvDelimiter, CsvEncoding};
 use txcat::hyperparams::{Hyperparameters, KEYS};
 use txcat::storage::{InputObject, ObjectStream, StorageError};
@@ -271,7 +272,7 @@ proptest! {
         let mut budget = BadRowBudget::new(max_bad_rows);
         let mut stream = Objects(objects.into_iter());
         let dialect = Dialect { delimiter, encoding };
-        match read_channel("train", &mut stream, &columns, &dialect, &mut budget) {
+        match read_channel("train", &mut stream, &columns, &dialect, None, &mut budget) {
             Ok(read) => {
                 prop_assert_eq!(read.rows.texts.len(), read.rows.labels.len());
                 prop_assert!(!read.rows.is_empty());
@@ -302,6 +303,7 @@ fn regression_csv_header_cell_with_line_break_gives_a_one_line_error() {
         &mut Objects(objects.into_iter()),
         &columns,
         &Dialect::default(),
+        None,
         &mut BadRowBudget::new(0),
     )
     .expect_err("no text column");

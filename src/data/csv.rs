@@ -9,90 +9,11 @@
 //! `file:line` or, while the shared [`BadRowBudget`] allows, is skipped and counted.
 
 use super::dialect::{self, Decision, Dialect};
+use super::rows::{BadRowBudget, Columns, Rows};
+use super::stream::gunzipped;
 use super::DataError;
 use crate::hyperparams::{CsvDelimiter, CsvEncoding, CSV_DELIMITERS};
-use crate::storage::{InputObject, ObjectStream};
-use std::io::{BufReader, Cursor, Read};
-
-/// Which columns to read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Columns {
-    pub text: String,
-    pub label: String,
-}
-
-/// Rows of one or more files, in file then line order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Rows {
-    pub texts: Vec<String>,
-    /// Trimmed, never empty.
-    pub labels: Vec<String>,
-}
-
-impl Rows {
-    pub fn len(&self) -> usize {
-        self.texts.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.texts.is_empty()
-    }
-}
-
-/// How many bad rows the whole job may skip; shared by every channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadRowBudget {
-    /// The `max_bad_rows` hyperparameter.
-    pub max: usize,
-    /// Skipped so far.
-    pub used: usize,
-}
-
-impl BadRowBudget {
-    pub fn new(max: usize) -> Self {
-        Self { max, used: 0 }
-    }
-}
-
-/// What was read from one channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelRows {
-    pub channel: String,
-    /// Names of the objects read, in order.
-    pub files: Vec<String>,
-    pub rows: Rows,
-    /// Bad rows skipped in this channel.
-    pub skipped_bad_rows: usize,
-}
-
-/// Reads every object of `stream` as CSV.
-pub fn read_channel(
-    channel: &str,
-    stream: &mut dyn ObjectStream,
-    columns: &Columns,
-    dialect: &Dialect,
-    budget: &mut BadRowBudget,
-) -> Result<ChannelRows, DataError> {
-    let mut out = ChannelRows {
-        channel: channel.to_string(),
-        files: Vec::new(),
-        rows: Rows::default(),
-        skipped_bad_rows: 0,
-    };
-    while let Some(object) = stream.next_object()? {
-        out.files.push(object.name.clone());
-        let before = budget.used;
-        read_object(object, columns, dialect, budget, &mut out.rows)?;
-        out.skipped_bad_rows += budget.used - before;
-    }
-    if out.rows.is_empty() {
-        return Err(DataError::NoRows {
-            channel: channel.to_string(),
-            files: out.files.join(", "),
-        });
-    }
-    Ok(out)
-}
+use crate::storage::InputObject;
 
 /// Appends the rows of one object to `rows`.
 pub fn read_object(
@@ -167,18 +88,7 @@ pub fn read_object(
                 rows.texts.push(text);
                 rows.labels.push(label);
             }
-            Err(problem) => {
-                if budget.used >= budget.max {
-                    return Err(DataError::BadRow {
-                        file,
-                        line,
-                        problem,
-                        max_bad_rows: budget.max,
-                    });
-                }
-                budget.used += 1;
-                tracing::warn!(file = %file, line, problem = %problem, "skipping bad row ({} of max_bad_rows={})", budget.used, budget.max);
-            }
+            Err(problem) => budget.skip(&file, line, problem)?,
         }
     }
     log_encoding(&file, encoding_used.decision());
@@ -349,25 +259,12 @@ fn field_offset(record: &::csv::ByteRecord, at: usize) -> u64 {
     start + before as u64
 }
 
-const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const BOM: &[u8] = &[0xef, 0xbb, 0xbf];
-
-/// The object's bytes, gunzipped when they start with the gzip magic.
-fn gunzipped(raw: Box<dyn Read + Send>) -> std::io::Result<Box<dyn Read + Send>> {
-    let (head, rest) = dialect::peek(raw, GZIP_MAGIC.len())?;
-    let is_gzip = head == GZIP_MAGIC;
-    let joined: Box<dyn Read + Send> = Box::new(Cursor::new(head).chain(rest));
-    Ok(if is_gzip {
-        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(joined)))
-    } else {
-        joined
-    })
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use std::io::{Cursor, Write};
 
     fn object(name: &str, bytes: Vec<u8>, concatenated: bool) -> InputObject {
         InputObject {

@@ -7,6 +7,7 @@
 //!
 //! Invariant: nothing here buffers more than one chunk or the header line of a file.
 
+use super::stream::peek;
 use crate::hyperparams::{CsvDelimiter, CsvEncoding, CSV_DELIMITERS};
 use std::io::{Cursor, Read};
 use std::sync::{Arc, Mutex};
@@ -243,16 +244,6 @@ impl Read for Transcoder {
             self.convert();
         }
     }
-}
-
-/// Reads up to `n` bytes (fewer only at end of stream), for sniffing without losing them.
-pub fn peek(
-    mut reader: Box<dyn Read + Send>,
-    n: usize,
-) -> std::io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
-    let mut head = Vec::with_capacity(n);
-    (&mut reader).take(n as u64).read_to_end(&mut head)?;
-    Ok((head, reader))
 }
 
 /// Header lines longer than this are not sniffed (the delimiter falls back to `,`).

@@ -1,16 +1,25 @@
 //! Rows, labels and the evaluation split: from channel bytes to texts and label ids.
 //!
+//! - [`channel`]: a channel's objects -> [`rows::ChannelRows`], each object in its [`format`].
 //! - [`csv`]: CSV objects (gzip, BOM, CRLF, RFC 4180) -> `(text, label)` rows, bad rows counted.
 //! - [`dialect`]: the encoding and delimiter of a CSV file (fixed or sniffed per file).
+//! - [`jsonl`]: JSON Lines objects -> `(text, label)` rows.
+//! - [`rows`]: the rows every format yields and the shared bad-row budget.
+//! - [`stream`]: byte-level steps shared by the formats (look-ahead, gunzip).
 //! - [`labels`]: [`labels::LabelMap`], sorted like scikit-learn's `LabelEncoder`.
 //! - [`split`]: a seeded, stratified hold-out of train when no evaluation channel exists.
 //!
 //! Invariant: nothing here knows where bytes come from (see `crate::storage`) or about tokens.
 
+pub mod channel;
 pub mod csv;
 pub mod dialect;
+pub mod format;
+pub mod jsonl;
 pub mod labels;
+pub mod rows;
 pub mod split;
+pub mod stream;
 
 use crate::storage::StorageError;
 
@@ -51,6 +60,8 @@ pub enum DataError {
         line: u64,
         problem: String,
     },
+    #[error("{file}:1: the file holds one JSON array, not JSON Lines; write one object per line, e.g. with pandas to_json(orient=\"records\", lines=True)")]
+    JsonArray { file: String },
     #[error("channel `{channel}` has no data rows (files: {files}); add rows below the header")]
     NoRows { channel: String, files: String },
     #[error("evaluation channel `{channel}` has {rows} rows whose labels do not occur in training: {labels}; add them to the training data or set unseen_eval_labels=drop")]

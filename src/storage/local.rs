@@ -1,6 +1,6 @@
 //! File and FastFile channels: a local directory (or one file) as an [`ObjectStream`].
 //!
-//! Invariants: every `.csv`/`.csv.gz` regular file under the directory, found recursively, in
+//! Invariants: every data file ([`super::DATA_FILE_KINDS`]) under the directory, found recursively, in
 //! sorted order of its path relative to the directory; hidden and `_`-marker files and folders are
 //! skipped; other files are skipped with a warning; symlinked folders are not followed (no loops),
 //! symlinked files are. Files are opened one at a time, when the reader asks for them.
@@ -36,7 +36,7 @@ pub fn open_channel(
         let mut skipped = Vec::new();
         collect(location, &mut files, &mut skipped)?;
         for path in &skipped {
-            tracing::warn!(channel, path = %path.display(), "skipping a file that is not .csv or .csv.gz");
+            tracing::warn!(channel, path = %path.display(), "skipping a file that is not {}", super::DATA_FILE_KINDS);
         }
         if files.is_empty() {
             return Err(StorageError::Empty {
@@ -120,6 +120,7 @@ mod tests {
             "b/sub/z.csv",
             "b/a.CSV",
             "a.csv.gz",
+            "c.jsonl.gz",
             ".x.csv",
             "_SUCCESS",
             ".hidden/h.csv",
@@ -129,7 +130,7 @@ mod tests {
         }
         let mut stream = open_channel("train", root).unwrap();
         let got = names(stream.as_mut());
-        let want: Vec<String> = ["a.csv.gz", "b/a.CSV", "b/sub/z.csv"]
+        let want: Vec<String> = ["a.csv.gz", "b/a.CSV", "b/sub/z.csv", "c.jsonl.gz"]
             .iter()
             .map(|f| root.join(f).display().to_string())
             .collect();

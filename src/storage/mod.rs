@@ -3,8 +3,8 @@
 //! ([`InputObject`]), so the CSV reader never knows which one it is reading.
 //!
 //! Invariants: objects come in a deterministic order (sorted names); hidden files and marker
-//! objects (`.`-prefixed, `_SUCCESS`-style, see [`is_hidden_name`]) are skipped; only `.csv` and
-//! `.csv.gz` files are data ([`is_data_file_name`]), others are skipped with a warning; names are
+//! objects (`.`-prefixed, `_SUCCESS`-style, see [`is_hidden_name`]) are skipped; in a directory only
+//! CSV and JSON Lines files are data ([`is_data_file_name`]), others are skipped with a warning; names are
 //! what a user should see in an error message (a path or an `s3://` URI).
 
 use std::io::Read;
@@ -30,7 +30,7 @@ pub trait ObjectStream {
 pub enum StorageError {
     #[error("channel '{channel}': directory {path} does not exist; put the CSV files there or point the channel elsewhere")]
     MissingDir { channel: String, path: String },
-    #[error("channel '{channel}': no data files in {location}; add .csv or .csv.gz files")]
+    #[error("channel '{channel}': no data files in {location}; add {kinds} files", kinds = DATA_FILE_KINDS)]
     Empty { channel: String, location: String },
     #[error("cannot read {path}: {source}")]
     Io {
@@ -109,9 +109,15 @@ pub fn is_hidden_name(name: &str) -> bool {
     name.starts_with('.') || name.starts_with('_')
 }
 
-/// True for names that hold channel data: `.csv` or `.csv.gz` (any case). Sources skip other
+/// The data file names a channel directory may hold, for messages.
+pub const DATA_FILE_KINDS: &str = ".csv, .jsonl, .ndjson or .json (each optionally .gz)";
+
+/// True for names that hold channel data (see [`DATA_FILE_KINDS`], any case). Sources skip other
 /// files with a warning, so a README or manifest next to the data never breaks a job.
 pub fn is_data_file_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    lower.ends_with(".csv") || lower.ends_with(".csv.gz")
+    let stem = lower.strip_suffix(".gz").unwrap_or(&lower);
+    [".csv", ".jsonl", ".ndjson", ".json"]
+        .iter()
+        .any(|ext| stem.ends_with(ext))
 }
