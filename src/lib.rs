@@ -3,9 +3,10 @@
 //!
 //! Data flows one way: `sagemaker` (contract, config) -> `hyperparams` -> `storage` (where bytes
 //! come from) -> `data` (rows, labels, split) -> `tokenize` (ids, batches) -> `model` / `train`
-//! -> `artifacts`. `job` wires the steps for the `train` command; `predict` serves the other one.
+//! -> `artifacts`. `job` wires the steps for the `train` command; `inference` loads a trained
+//! model directory once and labels texts, for `predict`.
 //! Only `sagemaker` and `cli` read the environment; only `storage` talks to S3; `tch` types stay in
-//! model, train, checkpoint, artifacts and predict.
+//! model, train, checkpoint, artifacts and inference.
 
 pub mod artifacts;
 pub mod checkpoint;
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod data;
 pub mod fine_tune;
 pub mod hyperparams;
+pub mod inference;
 pub mod job;
 pub mod metrics;
 pub mod model;
