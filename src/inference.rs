@@ -181,8 +181,9 @@ impl Predictor {
         let mut top: Vec<Vec<Scored>> = vec![Vec::new(); set.len()];
         let _guard = tch::no_grad_guard();
         for rows in order.chunks(batch_size.max(1)) {
-            let batch = TensorBatch::from_host(&set.assemble(rows, self.encoder.pad_id()), self.device)?
-                .to_device(self.device)?;
+            let batch =
+                TensorBatch::from_host(&set.assemble(rows, self.encoder.pad_id()), self.device)?
+                    .to_device(self.device)?;
             // [rows, labels] probabilities, then the k best per row.
             let probs = self
                 .model

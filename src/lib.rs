@@ -4,9 +4,9 @@
 //! Data flows one way: `sagemaker` (contract, config) -> `hyperparams` -> `storage` (where bytes
 //! come from) -> `data` (rows, labels, split) -> `tokenize` (ids, batches) -> `model` / `train`
 //! -> `artifacts`. `job` wires the steps for the `train` command; `inference` loads a trained
-//! model directory once and labels texts, for `predict`.
+//! model directory once and labels texts, for `predict` (CSV files) and `serve` (HTTP endpoints).
 //! Only `sagemaker` and `cli` read the environment; only `storage` talks to S3; `tch` types stay in
-//! model, train, checkpoint, artifacts and inference.
+//! model, train, checkpoint, artifacts, inference and the model threads of `serve`.
 
 pub mod artifacts;
 pub mod checkpoint;
@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod model;
 pub mod predict;
 pub mod sagemaker;
+pub mod serve;
 pub mod signals;
 pub mod storage;
 pub mod text;
