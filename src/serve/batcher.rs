@@ -24,11 +24,14 @@ use crate::inference::{InferenceError, Predictor, Scored};
 
 use super::errors::RequestError;
 
+/// A job's answer: each text's best labels, or why there are none.
+type Answer = Result<Vec<Vec<Scored>>, RequestError>;
+
 /// The texts of one request and what it wants back.
 struct Job {
     texts: Vec<String>,
     top_k: usize,
-    reply: oneshot::Sender<Result<Vec<Vec<Scored>>, RequestError>>,
+    reply: oneshot::Sender<Answer>,
 }
 
 /// How the model threads run.
@@ -81,11 +84,7 @@ pub fn start(config: BatchConfig) -> std::io::Result<(Batcher, Workers)> {
 
 impl Batcher {
     /// The `top_k` best labels of every text, in order, computed on a model thread.
-    pub async fn predict(
-        &self,
-        texts: Vec<String>,
-        top_k: usize,
-    ) -> Result<Vec<Vec<Scored>>, RequestError> {
+    pub async fn predict(&self, texts: Vec<String>, top_k: usize) -> Answer {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Job {
@@ -217,12 +216,7 @@ fn answer_all(batch: Vec<Job>, message: &str) {
 mod tests {
     use super::*;
 
-    fn job(
-        n: usize,
-    ) -> (
-        Job,
-        oneshot::Receiver<Result<Vec<Vec<Scored>>, RequestError>>,
-    ) {
+    fn job(n: usize) -> (Job, oneshot::Receiver<Answer>) {
         let (reply, rx) = oneshot::channel();
         (
             Job {

@@ -152,10 +152,7 @@ async fn invocations(State(state): State<AppState>, headers: HeaderMap, body: Bo
     }
 }
 
-fn header<'a>(
-    headers: &'a HeaderMap,
-    name: impl axum::http::header::AsHeaderName,
-) -> Option<&'a str> {
+fn header(headers: &HeaderMap, name: impl axum::http::header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
