@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{describe, fixture, separable_csv, OptMl, TXCAT};
+use common::{describe, separable_job, TXCAT};
 
 const PANIC_TEXT: &str = "please panic now";
 
@@ -26,19 +26,7 @@ fn model() -> PathBuf {
     static MODEL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     MODEL
         .get_or_init(|| {
-            let ml = OptMl::new();
-            ml.add_channel_file("train", "train.csv", separable_csv(160, 1));
-            ml.add_channel_file("validation", "val.csv", separable_csv(40, 2));
-            let base = fixture("tiny-distilbert-trainable");
-            ml.write_hyperparameters(&[
-                ("model_name_or_path", base.to_str().unwrap()),
-                ("epochs", "20"),
-                ("train_batch_size", "16"),
-                ("learning_rate", "0.003"),
-                ("max_length", "32"),
-                ("num_threads", "1"),
-                ("save_strategy", "no"),
-            ]);
+            let ml = separable_job(&[]);
             let out = ml.run(&["train"]);
             assert_eq!(out.status.code(), Some(0), "train\n{}", describe(&out));
             // A fixed place, replaced on every run, so runs leave nothing behind.
