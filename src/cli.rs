@@ -4,6 +4,7 @@
 //! overrides, SDK v3 local mode) pass no `train` word. New commands are new [`Command`] variants.
 //! Invariant: parsing only; nothing here touches files.
 
+use crate::hyperparams::{CsvDelimiter, CsvEncoding};
 use clap::{Args, Parser, Subcommand};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -62,10 +63,10 @@ pub struct PredictArgs {
     /// Directory of a trained model (what training wrote to /opt/ml/model).
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
-    /// CSV file with a text column.
+    /// CSV or JSON Lines file (`.jsonl`, `.ndjson`, `.json`; optionally `.gz`) with a text column.
     #[arg(long, value_name = "FILE")]
     pub input: PathBuf,
-    /// CSV file to write predictions to.
+    /// File to write predictions to: the input's format, or CSV / JSON Lines by its extension.
     #[arg(long, value_name = "FILE")]
     pub output: PathBuf,
     /// Name of the text column in the input.
@@ -77,6 +78,12 @@ pub struct PredictArgs {
     /// Rows per forward pass.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    /// CSV input: field delimiter (`auto` sniffs it from the header line; `,` `;` `tab` `|`).
+    #[arg(long, default_value = "auto")]
+    pub csv_delimiter: CsvDelimiter,
+    /// CSV input: text encoding (utf-8, utf-16, windows-1252, latin-1, auto).
+    #[arg(long, default_value = "utf-8")]
+    pub csv_encoding: CsvEncoding,
 }
 
 /// `txcat serve` (SageMaker runs the image with `serve`). The other settings come from the

@@ -111,6 +111,24 @@ impl Serialize for CsvDelimiter {
     }
 }
 
+/// `auto`, a delimiter by name (`comma`, `semicolon`, `tab`, `pipe`) or the character itself
+/// (`\t` also as the two characters backslash, t). `Err` says what is expected.
+impl std::str::FromStr for CsvDelimiter {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        let byte = match raw.trim_matches(' ').to_ascii_lowercase().as_str() {
+            "auto" => return Ok(CsvDelimiter::Auto),
+            "," | "comma" => b',',
+            ";" | "semicolon" => b';',
+            "\t" | "\\t" | "tab" => b'\t',
+            "|" | "pipe" => b'|',
+            _ => return Err("auto, or one of , ; | tab (also comma, semicolon, pipe, \\t)".into()),
+        };
+        Ok(CsvDelimiter::Byte(byte))
+    }
+}
+
 /// Text encoding of CSV files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum CsvEncoding {
@@ -128,6 +146,22 @@ pub enum CsvEncoding {
     /// UTF-8 while the bytes decode as UTF-8, else windows-1252 (decided per file).
     #[serde(rename = "auto")]
     Auto,
+}
+
+/// An encoding by its usual names (`utf-8`, `cp1252`, `iso-8859-1`, ...), any case.
+impl std::str::FromStr for CsvEncoding {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        Ok(match raw.trim().to_ascii_lowercase().as_str() {
+            "utf-8" | "utf8" => CsvEncoding::Utf8,
+            "utf-16" | "utf16" => CsvEncoding::Utf16,
+            "windows-1252" | "cp1252" => CsvEncoding::Windows1252,
+            "latin-1" | "latin1" | "iso-8859-1" => CsvEncoding::Latin1,
+            "auto" => CsvEncoding::Auto,
+            _ => return Err("one of utf-8, utf-16, windows-1252, latin-1, auto".into()),
+        })
+    }
 }
 
 /// Every setting of a training job, resolved and validated.
@@ -543,21 +577,12 @@ impl Entry<'_> {
 
     /// A delimiter by name (`auto`, `comma`, `semicolon`, `tab`, `pipe`) or as the character itself.
     fn csv_delimiter(&self) -> Result<CsvDelimiter, HyperparameterError> {
-        let expected = "auto, or one of , ; | tab (also comma, semicolon, pipe, \\t)";
         // Not `text()`: trimming would turn a tab into nothing.
         let raw = match &self.value {
             Decoded::Str(s) => s.as_str(),
             _ => self.raw,
         };
-        let byte = match raw.trim_matches(' ').to_ascii_lowercase().as_str() {
-            "auto" => return Ok(CsvDelimiter::Auto),
-            "," | "comma" => b',',
-            ";" | "semicolon" => b';',
-            "\t" | "\\t" | "tab" => b'\t',
-            "|" | "pipe" => b'|',
-            _ => return Err(self.invalid(expected)),
-        };
-        Ok(CsvDelimiter::Byte(byte))
+        raw.parse().map_err(|e: String| self.invalid(e))
     }
 
     fn s3_uri(&self) -> Result<Option<String>, HyperparameterError> {
@@ -676,18 +701,7 @@ impl Hyperparameters {
             "max_bad_rows" => self.max_bad_rows = e.size(0)?,
             "csv_delimiter" => self.csv_delimiter = e.csv_delimiter()?,
             "csv_encoding" => {
-                self.csv_encoding = e.choice(&[
-                    ("utf-8", CsvEncoding::Utf8),
-                    ("utf8", CsvEncoding::Utf8),
-                    ("utf-16", CsvEncoding::Utf16),
-                    ("utf16", CsvEncoding::Utf16),
-                    ("windows-1252", CsvEncoding::Windows1252),
-                    ("cp1252", CsvEncoding::Windows1252),
-                    ("latin-1", CsvEncoding::Latin1),
-                    ("latin1", CsvEncoding::Latin1),
-                    ("iso-8859-1", CsvEncoding::Latin1),
-                    ("auto", CsvEncoding::Auto),
-                ])?
+                self.csv_encoding = e.text().parse().map_err(|x: String| e.invalid(x))?
             }
             "unseen_eval_labels" => {
                 self.unseen_eval_labels =

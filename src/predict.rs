@@ -1,8 +1,11 @@
-//! `txcat predict`: labels a CSV file with a trained model directory.
+//! `txcat predict`: labels a CSV or JSON Lines file with a trained model directory.
 //!
-//! Rows keep their order and every input column; the predicted label(s) and softmax
-//! probabilities are appended (`predicted_label`, `score`, or `label_1`, `score_1`, ... with
-//! `--top-k`). Rows are tokenized once and run in length-sorted batches so padding stays small.
+//! The input is read like a training channel: CSV in any dialect `csv_delimiter`/`csv_encoding`
+//! name (flags here), or JSON Lines by extension (`.jsonl`, `.ndjson`, `.json`), optionally `.gz`.
+//! Rows keep their order and every input column (JSON Lines objects stay as written); the predicted
+//! label(s) and softmax probabilities are appended (`predicted_label`, `score`, or `label_1`,
+//! `score_1`, ... with `--top-k`). The output is in the input's format, or CSV when `--output`
+//! ends in `.csv`, JSON Lines when it ends in `.jsonl`/`.json`; always UTF-8. Rows are tokenized once and run in length-sorted batches so padding stays small.
 //! The output file appears only when complete (written aside, then renamed).
 
 use std::fs;
@@ -10,6 +13,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::cli::PredictArgs;
+use crate::data::dialect;
+use crate::data::format::RowFormat;
+use crate::data::stream::gunzipped;
 use crate::hyperparams::DeviceChoice;
 use crate::inference::{InferenceError, Predictor, Scored};
 
@@ -39,50 +45,144 @@ impl PredictError {
     }
 }
 
-/// The input table: header, every record, and the text column's index.
-struct InputTable {
-    headers: csv::StringRecord,
-    records: Vec<csv::StringRecord>,
-    text_index: usize,
+/// The input as read, kept whole so the output can repeat it.
+enum InputTable {
+    Csv {
+        headers: csv::StringRecord,
+        records: Vec<csv::StringRecord>,
+        text_index: usize,
+        /// The input's delimiter, which CSV output keeps.
+        delimiter: u8,
+    },
+    /// One JSON object per non-blank line, kept as written, with its text.
+    JsonLines {
+        lines: Vec<String>,
+        texts: Vec<String>,
+    },
 }
 
-fn read_input(path: &Path, text_column: &str) -> Result<InputTable, PredictError> {
+impl InputTable {
+    fn texts(&self) -> Vec<&str> {
+        match self {
+            InputTable::Csv {
+                records,
+                text_index,
+                ..
+            } => records
+                .iter()
+                .map(|r| r.get(*text_index).unwrap_or(""))
+                .collect(),
+            InputTable::JsonLines { texts, .. } => texts.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+fn read_input(path: &Path, args: &PredictArgs) -> Result<InputTable, PredictError> {
     let bad = |reason: String| PredictError::Input {
         path: path.to_path_buf(),
         reason,
     };
-    let bytes = fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-    let mut reader = csv::ReaderBuilder::new().from_reader(bytes);
+    let file = fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let raw = gunzipped(Box::new(std::io::BufReader::new(file))).map_err(|e| bad(e.to_string()))?;
+    match RowFormat::from_name(&path.to_string_lossy()) {
+        RowFormat::Csv => read_csv(raw, args, &bad),
+        RowFormat::JsonLines => read_jsonl(raw, &args.text_column, &bad),
+    }
+}
+
+fn read_csv(
+    raw: Box<dyn std::io::Read + Send>,
+    args: &PredictArgs,
+    bad: &dyn Fn(String) -> PredictError,
+) -> Result<InputTable, PredictError> {
+    let (text, _) = dialect::transcode(raw, args.csv_encoding).map_err(|e| bad(e.to_string()))?;
+    let (header_line, text) = dialect::header_line(text).map_err(|e| bad(e.to_string()))?;
+    let delimiter = dialect::sniff_delimiter(args.csv_delimiter, &header_line.text);
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .from_reader(text);
     let headers = reader
         .headers()
-        .map_err(|e| bad(format!("cannot read the header row: {e}")))?
+        .map_err(|e| {
+            bad(format!(
+                "cannot read the header row: {e}; set --csv-encoding to the file's encoding"
+            ))
+        })?
         .clone();
+    let text_column = &args.text_column;
     let text_index = headers
         .iter()
         .position(|h| h.trim() == text_column)
         .ok_or_else(|| {
             let found: Vec<&str> = headers.iter().collect();
             bad(format!(
-                "no column named {text_column:?} (found: {}); pass --text-column",
-                found.join(", ")
+                "no column named {text_column:?} (found: {}; split at `{}`); pass --text-column, or --csv-delimiter",
+                found.join(", "),
+                dialect::delimiter_name(delimiter)
             ))
         })?;
     let mut records = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| {
-            let line = e.position().map_or(0, |p| p.line());
+            let line = e.position().map_or(0, |p| p.line()) + u64::from(header_line.crlf);
             bad(format!(
-                "line {line}: {e}; fix the row (RFC 4180 CSV, UTF-8)"
+                "line {line}: {e}; fix the row (RFC 4180 CSV), or set --csv-encoding to the file's encoding"
             ))
         })?;
         records.push(record);
     }
-    Ok(InputTable {
+    Ok(InputTable::Csv {
         headers,
         records,
         text_index,
+        delimiter,
     })
+}
+
+fn read_jsonl(
+    raw: Box<dyn std::io::Read + Send>,
+    text_column: &str,
+    bad: &dyn Fn(String) -> PredictError,
+) -> Result<InputTable, PredictError> {
+    let (mut lines, mut texts) = (Vec::new(), Vec::new());
+    for (at, line) in std::io::BufRead::lines(std::io::BufReader::new(raw)).enumerate() {
+        let line =
+            line.map_err(|e| bad(format!("line {}: {e} (JSON Lines must be UTF-8)", at + 1)))?;
+        let line = match at {
+            0 => line.trim_start_matches('\u{feff}').to_string(),
+            _ => line,
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let problem = |what: String| bad(format!("line {}: {what}", at + 1));
+        let object = match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(serde_json::Value::Object(map)) => map,
+            Ok(_) => return Err(problem("not a JSON object".into())),
+            Err(e) => return Err(problem(format!("not valid JSON ({e})"))),
+        };
+        let text = object
+            .get(text_column)
+            .and_then(crate::data::jsonl::as_text)
+            .ok_or_else(|| {
+                problem(format!(
+                    "no string field {text_column:?}; pass --text-column"
+                ))
+            })?;
+        texts.push(text);
+        lines.push(line.trim_end().to_string());
+    }
+    Ok(InputTable::JsonLines { lines, texts })
+}
+
+/// Names of the prediction fields: `predicted_label`, `score`, or `label_i`, `score_i` for top-k.
+fn prediction_names(k: usize) -> Vec<String> {
+    match k {
+        1 => vec!["predicted_label".into(), "score".into()],
+        _ => (1..=k)
+            .flat_map(|i| [format!("label_{i}"), format!("score_{i}")])
+            .collect(),
+    }
 }
 
 /// Runs `txcat predict`.
@@ -97,21 +197,39 @@ pub fn run(args: &PredictArgs) -> Result<(), PredictError> {
         .into());
     }
     let predictor = Predictor::load(&args.model, DeviceChoice::Auto)?;
-    let table = read_input(&args.input, &args.text_column)?;
-    let texts: Vec<&str> = table
-        .records
-        .iter()
-        .map(|r| r.get(table.text_index).unwrap_or(""))
-        .collect();
+    let table = read_input(&args.input, args)?;
+    let texts = table.texts();
     let top = predictor.predict(&texts, args.top_k, args.batch_size)?;
-    write_output(&args.output, &table, &top, predictor.labels())?;
+    let output = match RowFormat::from_name(&args.output.to_string_lossy()) {
+        _ if has_csv_extension(&args.output) => RowFormat::Csv,
+        RowFormat::JsonLines => RowFormat::JsonLines,
+        RowFormat::Csv if matches!(table, InputTable::JsonLines { .. }) => RowFormat::JsonLines,
+        RowFormat::Csv => RowFormat::Csv,
+    };
+    write_output(
+        &args.output,
+        output,
+        &table,
+        &args.text_column,
+        &top,
+        predictor.labels(),
+    )?;
     tracing::info!(rows = texts.len(), output = %args.output.display(), "predictions written");
     Ok(())
 }
 
+fn has_csv_extension(path: &Path) -> bool {
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    name.ends_with(".csv") || name.ends_with(".tsv")
+}
+
+/// Writes the predictions in `format` beside every input column (CSV from JSON Lines keeps the
+/// text column only), aside first and renamed into place when complete.
 fn write_output(
     path: &Path,
+    format: RowFormat,
     table: &InputTable,
+    text_column: &str,
     top: &[Vec<Scored>],
     id2label: &[String],
 ) -> Result<(), PredictError> {
@@ -119,30 +237,128 @@ fn write_output(
         path: path.to_path_buf(),
         source,
     };
-    let k = top.first().map_or(1, Vec::len);
-    let mut header: Vec<String> = table.headers.iter().map(str::to_owned).collect();
-    if k == 1 {
-        header.extend(["predicted_label".into(), "score".into()]);
-    } else {
-        for i in 1..=k {
-            header.extend([format!("label_{i}"), format!("score_{i}")]);
+    let names = prediction_names(top.first().map_or(1, Vec::len));
+    let predicted = |best: &[Scored]| -> Vec<(String, f32)> {
+        best.iter()
+            .map(|s| (id2label[s.label].clone(), s.score))
+            .collect()
+    };
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    let tmp = PathBuf::from(name);
+    let mut out = std::io::BufWriter::new(fs::File::create(&tmp).map_err(io)?);
+    match format {
+        RowFormat::Csv => {
+            let (mut header, delimiter): (Vec<String>, u8) = match table {
+                InputTable::Csv {
+                    headers, delimiter, ..
+                } => (headers.iter().map(str::to_owned).collect(), *delimiter),
+                InputTable::JsonLines { .. } => (vec![text_column.to_string()], b','),
+            };
+            header.extend(names.iter().cloned());
+            let mut writer = csv::WriterBuilder::new()
+                .delimiter(delimiter)
+                .from_writer(&mut out);
+            writer.write_record(&header).map_err(|e| io(e.into()))?;
+            let texts = table.texts();
+            for (row, best) in top.iter().enumerate() {
+                let mut fields: Vec<String> = match table {
+                    InputTable::Csv { records, .. } => {
+                        records[row].iter().map(str::to_owned).collect()
+                    }
+                    InputTable::JsonLines { .. } => vec![texts[row].to_string()],
+                };
+                for (label, score) in predicted(best) {
+                    fields.push(label);
+                    fields.push(format!("{score:.6}"));
+                }
+                writer.write_record(&fields).map_err(|e| io(e.into()))?;
+            }
+            writer.flush().map_err(io)?;
+        }
+        RowFormat::JsonLines => {
+            for (row, best) in top.iter().enumerate() {
+                let mut fields: Vec<(String, serde_json::Value)> = Vec::new();
+                for (i, (label, score)) in predicted(best).into_iter().enumerate() {
+                    fields.push((names[2 * i].clone(), label.into()));
+                    let score = (f64::from(score) * 1e6).round() / 1e6;
+                    fields.push((names[2 * i + 1].clone(), score.into()));
+                }
+                let line = match table {
+                    InputTable::Csv {
+                        headers, records, ..
+                    } => {
+                        let columns = headers
+                            .iter()
+                            .zip(records[row].iter())
+                            .map(|(h, v)| (h.to_string(), serde_json::Value::from(v)));
+                        json_object(columns.chain(fields))
+                    }
+                    InputTable::JsonLines { lines, .. } => with_fields(&lines[row], fields),
+                };
+                writeln!(out, "{line}").map_err(io)?;
+            }
         }
     }
-    let tmp = path.with_extension("csv.partial");
-    let mut writer = csv::Writer::from_path(&tmp).map_err(|e| io(e.into()))?;
-    writer.write_record(&header).map_err(|e| io(e.into()))?;
-    for (record, best) in table.records.iter().zip(top) {
-        let mut row: Vec<String> = record.iter().map(str::to_owned).collect();
-        for scored in best {
-            row.push(id2label[scored.label].clone());
-            row.push(format!("{:.6}", scored.score));
-        }
-        writer.write_record(&row).map_err(|e| io(e.into()))?;
-    }
-    let mut file = writer
+    let file = out
         .into_inner()
         .map_err(|e| io(std::io::Error::other(e.to_string())))?;
-    file.flush().map_err(io)?;
     file.sync_all().map_err(io)?;
     fs::rename(&tmp, path).map_err(io)
+}
+
+/// A JSON object with these fields in this order (serde_json's map would sort them).
+fn json_object(fields: impl Iterator<Item = (String, serde_json::Value)>) -> String {
+    let body: Vec<String> = fields
+        .map(|(k, v)| format!("{}:{v}", serde_json::Value::from(k)))
+        .collect();
+    format!("{{{}}}", body.join(","))
+}
+
+/// `object` (one JSON object as the user wrote it) with `fields` added before its closing brace,
+/// so every input field stays as written and in place.
+fn with_fields(object: &str, fields: Vec<(String, serde_json::Value)>) -> String {
+    let added = json_object(fields.into_iter());
+    let inner = &added[1..added.len() - 1];
+    let open = object
+        .trim_end()
+        .strip_suffix('}')
+        .unwrap_or(object)
+        .trim_end();
+    match open
+        .trim_start()
+        .strip_prefix('{')
+        .map(str::trim)
+        .map(str::is_empty)
+    {
+        Some(true) => format!("{{{inner}}}"),
+        _ => format!("{open},{inner}}}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_added_to_objects_as_written() {
+        let fields = || {
+            vec![
+                ("predicted_label".to_string(), "Food".into()),
+                ("score".to_string(), 0.5.into()),
+            ]
+        };
+        assert_eq!(
+            with_fields(r#"{"text": "Costa", "id": 7 }"#, fields()),
+            r#"{"text": "Costa", "id": 7,"predicted_label":"Food","score":0.5}"#
+        );
+        assert_eq!(
+            with_fields("{ }", fields()),
+            r#"{"predicted_label":"Food","score":0.5}"#
+        );
+        let back: serde_json::Value =
+            serde_json::from_str(&with_fields(r#"{"a":{"b":"}"}}"#, fields())).unwrap();
+        assert_eq!(back["a"]["b"], "}");
+        assert_eq!(back["predicted_label"], "Food");
+    }
 }

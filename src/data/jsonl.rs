@@ -96,7 +96,7 @@ fn parse_line(bytes: &[u8], columns: &Columns) -> Result<(String, String), Strin
 }
 
 /// A scalar as Python's `str()` writes it; `None` for null, arrays and objects.
-fn as_text(value: &serde_json::Value) -> Option<String> {
+pub fn as_text(value: &serde_json::Value) -> Option<String> {
     match value {
         serde_json::Value::String(s) => Some(s.clone()),
         serde_json::Value::Bool(true) => Some("True".into()),
