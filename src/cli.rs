@@ -22,6 +22,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Label the texts of a CSV file with a trained model.
     Predict(PredictArgs),
+    /// Rebuild report.html from the outputs of a finished job.
+    Report(ReportArgs),
 }
 
 impl Cli {
@@ -74,6 +76,15 @@ pub struct PredictArgs {
     /// Rows per forward pass.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+}
+
+/// `txcat report`.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// A job's output data folder (output/data, or output.tar.gz unpacked): holds metrics.json;
+    /// report.html is written there.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: PathBuf,
 }
 
 /// A `--channel NAME=LOCATION` argument.

@@ -3,10 +3,11 @@
 //!
 //! Data flows one way: `sagemaker` (contract, config) -> `hyperparams` -> `storage` (where bytes
 //! come from) -> `data` (rows, labels, split) -> `tokenize` (ids, batches) -> `model` / `train`
-//! -> `artifacts`; `baseline` scores the tf-idf yardstick on the same rows. `job` wires the
-//! steps for the `train` command; `predict` serves the other one.
+//! -> `artifacts` -> `report` (the HTML page drawn from the written outputs); `baseline` scores the
+//! tf-idf yardstick on the same rows. `job` wires the steps for the `train` command; `predict`
+//! and `report` serve the others.
 //! Only `sagemaker` and `cli` read the environment; only `storage` talks to S3; `tch` types stay in
-//! model, train, checkpoint, artifacts and predict.
+//! model, train, checkpoint, artifacts, predict and `report::collect`.
 
 pub mod artifacts;
 pub mod baseline;
@@ -19,6 +20,7 @@ pub mod job;
 pub mod metrics;
 pub mod model;
 pub mod predict;
+pub mod report;
 pub mod sagemaker;
 pub mod signals;
 pub mod storage;

@@ -70,7 +70,7 @@ fn main() -> ExitCode {
     let command = cli.into_command();
     let paths = match &command {
         Command::Train(args) => Paths::resolve(args.root.as_deref()),
-        Command::Predict(_) => Paths::resolve(None),
+        Command::Predict(_) | Command::Report(_) => Paths::resolve(None),
     };
     let is_train = matches!(command, Command::Train(_));
     if is_train {
@@ -115,6 +115,10 @@ fn run(command: Command, paths: &Paths) -> anyhow::Result<()> {
             job::run_train(paths, &args)?
         }
         Command::Predict(args) => txcat::predict::run(&args)?,
+        Command::Report(args) => {
+            let path = txcat::report::rebuild(&args.output_dir)?;
+            tracing::info!(path = %path.display(), "report written");
+        }
     }
     Ok(())
 }
@@ -141,6 +145,12 @@ fn exit_code(error: &anyhow::Error) -> i32 {
     if let Some(e) = error.downcast_ref::<JobError>() {
         e.exit_code()
     } else if let Some(e) = error.downcast_ref::<PredictError>() {
+        if e.is_bad_input() {
+            EXIT_BAD_INPUT
+        } else {
+            EXIT_RUNTIME
+        }
+    } else if let Some(e) = error.downcast_ref::<txcat::report::ReportError>() {
         if e.is_bad_input() {
             EXIT_BAD_INPUT
         } else {
