@@ -4,10 +4,12 @@
 //! Data flows one way: `sagemaker` (contract, config) -> `hyperparams` -> `storage` (where bytes
 //! come from) -> `data` (rows, labels, split) -> `tokenize` (ids, batches) -> `model` / `train`
 //! -> `artifacts` -> `report` (the HTML page drawn from the written outputs); `baseline` scores the
-//! tf-idf yardstick on the same rows. `job` wires the steps for the `train` command; `predict`
-//! and `report` serve the others.
+//! tf-idf yardstick on the same rows. `job` wires the steps for the `train` command; `inference`
+//! loads a trained model directory once and labels texts, for `predict` (CSV files) and `serve`
+//! (HTTP endpoints); `report` also serves the `report` command.
 //! Only `sagemaker` and `cli` read the environment; only `storage` talks to S3; `tch` types stay in
-//! model, train, checkpoint, artifacts, predict and `report::collect`.
+//! model, train, checkpoint, artifacts, inference, the model threads of `serve` and
+//! `report::collect`.
 
 pub mod artifacts;
 pub mod baseline;
@@ -16,12 +18,14 @@ pub mod cli;
 pub mod data;
 pub mod fine_tune;
 pub mod hyperparams;
+pub mod inference;
 pub mod job;
 pub mod metrics;
 pub mod model;
 pub mod predict;
 pub mod report;
 pub mod sagemaker;
+pub mod serve;
 pub mod signals;
 pub mod storage;
 pub mod text;
