@@ -20,11 +20,11 @@ use crate::data::labels::LabelMap;
 use crate::hyperparams::Hyperparameters;
 use crate::job::{LabelledTexts, PreparedData};
 use crate::metrics::{self, MetricsError};
-use crate::report;
 use crate::model::{
     check_model_dir, resolve_source, ModelCheck, ModelError, ModelSource, SequenceClassifier,
     SourceRequest,
 };
+use crate::report;
 use crate::sagemaker::Paths;
 use crate::storage::archive::UnpackLimits;
 use crate::storage::{s3, StorageError};
@@ -271,7 +271,11 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
     };
     // The report's loss and learning-rate curves (issue 19): the trainer only logs them.
     let steps_per_epoch = train::plan_steps(hp, train_set.len()).steps_per_epoch;
-    let mut history = crate::report::collect::HistoryRecorder::new(hook, steps_per_epoch, options.resume.as_ref());
+    let mut history = crate::report::collect::HistoryRecorder::new(
+        hook,
+        steps_per_epoch,
+        options.resume.as_ref(),
+    );
     let hook: &mut dyn StepHook = &mut history;
     // Before training, so the number to beat is in the log early; it never fails the job.
     let baseline = baseline::for_job(

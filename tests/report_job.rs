@@ -2,7 +2,8 @@
 //! rebuilds the same bytes from those outputs, and headless Chromium (where installed) renders
 //! the page with its charts and a hostile label shown as text.
 //!
-//! Set `TXCAT_REPORT_PNG=path` to keep the screenshot (the README's docs/report.png).
+//! Set `TXCAT_REPORT_PNG=path` to keep the screenshot (the README's docs/report.png), and
+//! `TXCAT_REPORT_HTML=path` to keep the page.
 
 mod common;
 
@@ -39,7 +40,12 @@ fn job() -> OptMl {
         ("save_strategy", "\"no\""),
     ]);
     let out = ml.run(&["train"]);
-    assert_eq!(out.status.code(), Some(0), "train failed\n{}", describe(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "train failed\n{}",
+        describe(&out)
+    );
     ml
 }
 
@@ -48,11 +54,17 @@ fn a_job_writes_the_report_and_txcat_report_rebuilds_it() {
     let ml = job();
     let data = ml.path("output/data");
     let html = std::fs::read_to_string(data.join("report.html")).expect("report.html");
+    if let Some(keep) = std::env::var_os("TXCAT_REPORT_HTML") {
+        std::fs::write(keep, &html).unwrap();
+    }
 
     // The training log: one record per 4 steps, equal windows, so their mean is the run's.
     let log = read_json(&data.join("log_history.json"));
     let records = log["log_history"].as_array().expect("log_history");
-    let steps: Vec<u64> = records.iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    let steps: Vec<u64> = records
+        .iter()
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
     assert_eq!(steps, [4, 8, 12, 16, 20]);
     let summary = read_json(&data.join("run_summary.json"));
     let mean = records
@@ -81,7 +93,12 @@ fn a_job_writes_the_report_and_txcat_report_rebuilds_it() {
     assert!(labels.contains(&HOSTILE), "{labels:?}");
     let examples = read_json(&data.join("eval_examples.json"));
     assert_eq!(examples["rows_scanned"], 40);
-    for (t, row) in metrics["confusion_matrix"].as_array().unwrap().iter().enumerate() {
+    for (t, row) in metrics["confusion_matrix"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
         for (p, n) in row.as_array().unwrap().iter().enumerate() {
             let shown = examples["misclassified"]
                 .as_array()
@@ -89,7 +106,11 @@ fn a_job_writes_the_report_and_txcat_report_rebuilds_it() {
                 .iter()
                 .filter(|e| e["true_label"] == labels[t] && e["predicted_label"] == labels[p])
                 .count() as u64;
-            let expected = if t == p { 0 } else { n.as_u64().unwrap().min(3) };
+            let expected = if t == p {
+                0
+            } else {
+                n.as_u64().unwrap().min(3)
+            };
             assert_eq!(shown, expected, "{} -> {}", labels[t], labels[p]);
         }
     }
@@ -178,7 +199,9 @@ fn find_chromium() -> Option<PathBuf> {
 
 fn render_in_chromium(page: &Path) {
     let Some(binary) = find_chromium() else {
-        eprintln!("skipping the browser check: no `chromium` on PATH (Debian: apt-get install chromium)");
+        eprintln!(
+            "skipping the browser check: no `chromium` on PATH (Debian: apt-get install chromium)"
+        );
         return;
     };
     let shots = tempfile::tempdir().unwrap();
@@ -187,7 +210,7 @@ fn render_in_chromium(page: &Path) {
         &binary,
         &[
             format!("--screenshot={}", png.display()),
-            "--window-size=1200,1900".into(),
+            "--window-size=1240,2900".into(),
         ],
         page,
     )
@@ -203,11 +226,27 @@ fn render_in_chromium(page: &Path) {
 
     let dump = chromium(&binary, &["--dump-dom".into()], page).expect("chromium dump timed out");
     let dom = String::from_utf8_lossy(&dump.stdout);
-    assert!(dom.contains("</svg>"), "no SVG in the rendered DOM: {dom:.400}");
-    for chart in ["loss", "learning_rate", "eval_scores", "eval_loss", "per_class", "confusion"] {
-        assert!(dom.contains(&format!("data-chart=\"{chart}\"")), "{chart} missing");
+    assert!(
+        dom.contains("</svg>"),
+        "no SVG in the rendered DOM: {dom:.400}"
+    );
+    for chart in [
+        "loss",
+        "learning_rate",
+        "eval_scores",
+        "eval_loss",
+        "per_class",
+        "confusion",
+    ] {
+        assert!(
+            dom.contains(&format!("data-chart=\"{chart}\"")),
+            "{chart} missing"
+        );
     }
     assert_eq!(dom.matches("<polyline class=\"series\"").count(), 6);
-    assert!(dom.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "label not text");
+    assert!(
+        dom.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "label not text"
+    );
     assert!(!dom.contains(HOSTILE), "the label became markup");
 }

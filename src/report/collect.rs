@@ -78,9 +78,7 @@ impl<'a> HistoryRecorder<'a> {
 impl StepHook for HistoryRecorder<'_> {
     fn after_step(&mut self, ctx: &StepContext<'_>) -> Result<HookAction, String> {
         // The rate of the step just taken (the schedule has already advanced past it).
-        self.last_lr = ctx
-            .scheduler
-            .lr(ctx.state.scheduler_step.saturating_sub(1));
+        self.last_lr = ctx.scheduler.lr(ctx.state.scheduler_step.saturating_sub(1));
         self.observe(ctx.state);
         self.inner.after_step(ctx)
     }
@@ -110,7 +108,8 @@ pub fn misclassified<M: ClassifierModel>(
             b.token_type_ids.as_ref(),
             false,
         );
-        let predicted = Vec::<i64>::try_from(logits.f_argmax(-1, false)?.f_to_device(Device::Cpu)?)?;
+        let predicted =
+            Vec::<i64>::try_from(logits.f_argmax(-1, false)?.f_to_device(Device::Cpu)?)?;
         for (&row, &p) in chunk.iter().zip(&predicted) {
             let (t, p) = (set.labels()[row], p as u32);
             let slot = kept.entry((t, p)).or_default();

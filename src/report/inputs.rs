@@ -105,9 +105,8 @@ impl ReportData {
     ) -> Result<Self, String> {
         let classes: Vec<ClassRow> = serde_json::from_value(metrics["per_class"].clone())
             .map_err(|e| format!("per_class: {e}"))?;
-        let confusion: Vec<Vec<u64>> =
-            serde_json::from_value(metrics["confusion_matrix"].clone())
-                .map_err(|e| format!("confusion_matrix: {e}"))?;
+        let confusion: Vec<Vec<u64>> = serde_json::from_value(metrics["confusion_matrix"].clone())
+            .map_err(|e| format!("confusion_matrix: {e}"))?;
         let n = classes.len();
         if confusion.len() != n || confusion.iter().any(|r| r.len() != n) {
             return Err(format!(

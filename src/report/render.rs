@@ -22,7 +22,7 @@ const PALETTE: [&str; 6] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
 ];
 
-const CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}
+const CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1240px;color:#222;padding:0 16px}
 h1{font-size:1.6em;margin-bottom:4px}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
 table{border-collapse:collapse;margin:8px 0;font-size:.9em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
@@ -99,7 +99,12 @@ fn json_text(v: &serde_json::Value) -> String {
 fn kv_table(html: &mut String, rows: &[(String, String)]) {
     html.push_str("<table>\n");
     for (k, v) in rows {
-        let _ = writeln!(html, "<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(v));
+        let _ = writeln!(
+            html,
+            "<tr><th>{}</th><td>{}</td></tr>",
+            escape(k),
+            escape(v)
+        );
     }
     html.push_str("</table>\n");
 }
@@ -116,8 +121,14 @@ const RUN_KEYS: [(&str, &str); 16] = [
     ("train_runtime_seconds", "training seconds"),
     ("train_samples_per_second", "samples / s (whole run)"),
     ("train_steady_samples_per_second", "samples / s (steady)"),
-    ("train_steady_real_tokens_per_second", "real tokens / s (steady)"),
-    ("padding_efficiency", "padding efficiency (real / padded tokens)"),
+    (
+        "train_steady_real_tokens_per_second",
+        "real tokens / s (steady)",
+    ),
+    (
+        "padding_efficiency",
+        "padding efficiency (real / padded tokens)",
+    ),
     ("read_seconds", "reading seconds"),
     ("tokenize_seconds", "tokenizing seconds"),
     ("preprocess_seconds", "preprocessing seconds"),
@@ -140,7 +151,12 @@ fn section_run(html: &mut String, data: &ReportData) {
         let get = |k: &str| best.get(k).map(json_text).unwrap_or_default();
         rows.push((
             "best evaluation".into(),
-            format!("{} = {} at step {}", get("metric"), get("value"), get("step")),
+            format!(
+                "{} = {} at step {}",
+                get("metric"),
+                get("value"),
+                get("step")
+            ),
         ));
     }
     if let Some(v) = data.run.get("restored_best") {
@@ -148,19 +164,43 @@ fn section_run(html: &mut String, data: &ReportData) {
     }
     kv_table(html, &rows);
     html.push_str("</div>\n");
-    if !data.log.hyperparameters.is_empty() {
-        html.push_str("<div>\n<details open><summary>Hyperparameters</summary>\n");
-        let rows: Vec<(String, String)> = data
-            .log
-            .hyperparameters
+    let hp = &data.log.hyperparameters;
+    if !hp.is_empty() {
+        html.push_str("<div>\n");
+        let key: Vec<(String, String)> = KEY_SETTINGS
             .iter()
-            .map(|(k, v)| (k.clone(), json_text(v)))
+            .filter_map(|k| hp.get(*k).map(|v| (k.to_string(), json_text(v))))
             .collect();
-        kv_table(html, &rows);
-        html.push_str("</details>\n</div>\n");
+        kv_table(html, &key);
+        html.push_str("</div>\n");
     }
     html.push_str("</div>\n");
+    if !hp.is_empty() {
+        let _ = writeln!(
+            html,
+            "<details><summary>All {} hyperparameters</summary>",
+            hp.len()
+        );
+        let all: Vec<(String, String)> =
+            hp.iter().map(|(k, v)| (k.clone(), json_text(v))).collect();
+        kv_table(html, &all);
+        html.push_str("</details>\n");
+    }
 }
+
+/// The hyperparameters shown beside the run; the rest are one click away.
+const KEY_SETTINGS: [&str; 10] = [
+    "epochs",
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_ratio",
+    "weight_decay",
+    "train_batch_size",
+    "gradient_accumulation_steps",
+    "max_length",
+    "metric_for_best_model",
+    "seed",
+];
 
 /// The encoder's final scores beside every other model scored on the same rows.
 fn section_scores(html: &mut String, data: &ReportData) {
@@ -207,7 +247,9 @@ fn section_training(html: &mut String, data: &ReportData) {
     html.push_str("<h2>Training</h2>\n");
     let log = &data.log.log_history;
     if log.is_empty() {
-        html.push_str("<p class=\"note\">No training log (log_history.json is missing or empty).</p>\n");
+        html.push_str(
+            "<p class=\"note\">No training log (log_history.json is missing or empty).</p>\n",
+        );
         return;
     }
     let loss: Vec<(f64, f64)> = log.iter().map(|r| (r.step as f64, r.loss)).collect();
@@ -271,12 +313,9 @@ fn section_evaluations(html: &mut String, data: &ReportData) {
         html.push_str(&line_chart("eval_loss", "Evaluation loss by step", &loss));
     }
     html.push_str("</div>\n<table>\n<tr><th>step</th><th>epoch</th>");
-    let names: Vec<&String> = data
-        .history
-        .iter()
-        .flat_map(|e| e.metrics.keys())
-        .collect::<std::collections::BTreeSet<_>>()
+    let names: Vec<&str> = HISTORY_COLUMNS
         .into_iter()
+        .filter(|n| data.history.iter().any(|e| e.metrics.contains_key(*n)))
         .collect();
     for n in &names {
         let _ = write!(html, "<th>{}</th>", escape(n));
@@ -297,6 +336,16 @@ fn section_evaluations(html: &mut String, data: &ReportData) {
     }
     html.push_str("</table>\n");
 }
+
+/// Columns of the evaluation table (every scalar of the last one is in the final table).
+const HISTORY_COLUMNS: [&str; 6] = [
+    "eval_loss",
+    "eval_accuracy",
+    "eval_f1_macro",
+    "eval_f1_weighted",
+    "eval_precision_macro",
+    "eval_recall_macro",
+];
 
 fn section_classes(html: &mut String, data: &ReportData) {
     html.push_str("<h2>Per class</h2>\n");
@@ -393,14 +442,17 @@ pub fn heatmap_order(confusion: &[Vec<u64>], limit: usize) -> Vec<usize> {
     chosen.sort_by(|&a, &b| mass[b].cmp(&mass[a]).then(a.cmp(&b)));
     chosen.truncate(limit);
     let mut left = chosen;
-    let mut order = Vec::with_capacity(left.len());
+    let mut order: Vec<usize> = Vec::with_capacity(left.len());
     while !left.is_empty() {
         let next = match order.last() {
             Some(&last) => {
                 let link = |c: usize| confusion[last][c] + confusion[c][last];
                 // Ties: the heavier class, then the lower id.
                 let best = left.iter().copied().max_by(|&a, &b| {
-                    link(a).cmp(&link(b)).then(mass[a].cmp(&mass[b])).then(b.cmp(&a))
+                    link(a)
+                        .cmp(&link(b))
+                        .then(mass[a].cmp(&mass[b]))
+                        .then(b.cmp(&a))
                 });
                 match best {
                     Some(c) if link(c) > 0 => c,
@@ -435,7 +487,9 @@ fn section_confusion(html: &mut String, data: &ReportData) {
     let pairs = confused_pairs(&data.confusion);
     html.push_str("<h3>Most confused pairs</h3>\n");
     if pairs.is_empty() {
-        html.push_str("<p class=\"note\">No confusions: every evaluation row was predicted correctly.</p>\n");
+        html.push_str(
+            "<p class=\"note\">No confusions: every evaluation row was predicted correctly.</p>\n",
+        );
     } else {
         let mut examples: BTreeMap<(&str, &str), Vec<&Example>> = BTreeMap::new();
         if let Some(ex) = &data.examples {
@@ -482,7 +536,11 @@ fn section_confusion(html: &mut String, data: &ReportData) {
             let r = &data.classes[c];
             let worst = (0..n)
                 .filter(|&p| p != c && data.confusion[c][p] > 0)
-                .max_by(|&a, &b| data.confusion[c][a].cmp(&data.confusion[c][b]).then(b.cmp(&a)));
+                .max_by(|&a, &b| {
+                    data.confusion[c][a]
+                        .cmp(&data.confusion[c][b])
+                        .then(b.cmp(&a))
+                });
             let instead = worst
                 .map(|p| {
                     format!(
@@ -534,7 +592,7 @@ pub fn line_chart(id: &str, title: &str, series: &[Series]) -> String {
     const H: f64 = 260.0;
     const L: f64 = 64.0;
     const R: f64 = 16.0;
-    const T: f64 = 28.0;
+    const T: f64 = 44.0;
     const B: f64 = 40.0;
     let (x0, x1) = span(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)));
     let (y0, y1) = span(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
@@ -607,9 +665,9 @@ pub fn line_chart(id: &str, title: &str, series: &[Series]) -> String {
         let _ = writeln!(
             svg,
             "<rect x=\"{lx:.1}\" y=\"{:.1}\" width=\"10\" height=\"3\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
-            T - 2.0,
+            T - 16.0,
             lx + 14.0,
-            T + 2.0,
+            T - 12.0,
             escape(s.name)
         );
     }
@@ -619,13 +677,13 @@ pub fn line_chart(id: &str, title: &str, series: &[Series]) -> String {
 
 /// A tick label with as many digits as the axis range needs.
 fn tick(v: f64, range: f64) -> String {
-    if range.abs() < 1e-2 || (v != 0.0 && v.abs() < 1e-3) {
-        format!("{v:.2e}")
-    } else if range >= 20.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.3}")
+    if v != 0.0 && v.abs() < 1e-3 {
+        return format!("{v:.2e}");
     }
+    // Enough decimals that the five ticks (a quarter of the range apart) differ.
+    let step = (range.abs() / 4.0).max(1e-12);
+    let decimals = ((-step.log10()).ceil().max(0.0) as usize).min(5);
+    format!("{v:.decimals$}")
 }
 
 /// Horizontal bars: F1 on the left, support on the right, one row per class in `shown` order.
@@ -700,7 +758,7 @@ fn heatmap(data: &ReportData, order: &[usize]) -> String {
     let label_w = 190.0;
     let top = label_w;
     let w = label_w + cell * k as f64 + 20.0;
-    let h = top + cell * k as f64 + 30.0;
+    let h = top + cell * k as f64 + 10.0;
     let mut svg = String::new();
     let _ = writeln!(
         svg,
@@ -752,12 +810,7 @@ fn heatmap(data: &ReportData, order: &[usize]) -> String {
         }
         svg.push('\n');
     }
-    let _ = writeln!(
-        svg,
-        "<text x=\"{label_w}\" y=\"{:.1}\">rows: true label · columns: predicted · shade: share of the true label's rows</text>",
-        h - 8.0
-    );
-    svg.push_str("</svg>\n");
+    svg.push_str("</svg>\n<p class=\"note\">Rows: true label; columns: predicted label; shade: share of the true label's rows (green: correct, red: confused).</p>\n");
     svg
 }
 
@@ -784,7 +837,13 @@ mod tests {
             row[(i + 1) % n] += (i % 4) as u64;
         }
         let classes = (0..n)
-            .map(|i| class(&format!("class {i}"), (i % 10) as f64 / 10.0, 10 + (i % 4) as u64))
+            .map(|i| {
+                class(
+                    &format!("class {i}"),
+                    (i % 10) as f64 / 10.0,
+                    10 + (i % 4) as u64,
+                )
+            })
             .collect();
         ReportData {
             classes,
@@ -862,10 +921,19 @@ mod tests {
             .collect();
         let html = render(&d);
         assert_eq!(count(&html, "data-chart=\"loss\" data-series=\"1\""), 1);
-        assert_eq!(count(&html, "data-chart=\"learning_rate\" data-series=\"1\""), 1);
+        assert_eq!(
+            count(&html, "data-chart=\"learning_rate\" data-series=\"1\""),
+            1
+        );
         // accuracy and macro F1 (no weighted F1 in this history), and the loss apart.
-        assert_eq!(count(&html, "data-chart=\"eval_scores\" data-series=\"2\""), 1);
-        assert_eq!(count(&html, "data-chart=\"eval_loss\" data-series=\"1\""), 1);
+        assert_eq!(
+            count(&html, "data-chart=\"eval_scores\" data-series=\"2\""),
+            1
+        );
+        assert_eq!(
+            count(&html, "data-chart=\"eval_loss\" data-series=\"1\""),
+            1
+        );
         assert_eq!(count(&html, "<polyline class=\"series\""), 5);
         assert_eq!(count(&html, "data-points=\"7\""), 2);
         assert_eq!(count(&html, "data-points=\"3\""), 3);
@@ -881,10 +949,16 @@ mod tests {
         let html = render(&d);
         let k = HEATMAP_CLASSES;
         assert_eq!(count(&html, "class=\"cell\""), k * k);
-        assert_eq!(count(&html, "data-chart=\"confusion\" data-series=\"30\""), 1);
+        assert_eq!(
+            count(&html, "data-chart=\"confusion\" data-series=\"30\""),
+            1
+        );
         assert_eq!(count(&html, "class=\"bar f1\""), BAR_CLASSES);
         // Every class outside the heat map has a row in the rest table.
-        let rest = html.split("<table class=\"rest\">").nth(1).expect("rest table");
+        let rest = html
+            .split("<table class=\"rest\">")
+            .nth(1)
+            .expect("rest table");
         let rest = rest.split("</table>").next().unwrap();
         assert_eq!(count(rest, "<tr><td>"), 200 - k);
         // And every class in the full per-class table.
@@ -904,7 +978,10 @@ mod tests {
         assert_eq!(heatmap_order(&c, 4), vec![3, 0, 1, 2]);
         let pairs = confused_pairs(&c);
         assert_eq!(
-            pairs.iter().map(|p| (p.truth, p.predicted, p.count)).collect::<Vec<_>>(),
+            pairs
+                .iter()
+                .map(|p| (p.truth, p.predicted, p.count))
+                .collect::<Vec<_>>(),
             vec![(0, 3, 9), (3, 0, 4), (3, 1, 2)]
         );
     }
