@@ -373,8 +373,7 @@ fn section_classes(html: &mut String, data: &ReportData) {
     html.push_str(&class_bars(&data.classes, shown));
     let _ = writeln!(
         html,
-        "<details{}><summary>All {} classes</summary>\n<table>\n<tr><th>label</th><th>F1</th><th>precision</th><th>recall</th><th>support</th></tr>",
-        if order.len() <= BAR_CLASSES { "" } else { " open" },
+        "<details><summary>All {} classes (F1, precision, recall, support)</summary>\n<table>\n<tr><th>label</th><th>F1</th><th>precision</th><th>recall</th><th>support</th></tr>",
         order.len()
     );
     for &c in &order {
