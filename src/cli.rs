@@ -26,6 +26,8 @@ pub enum Command {
     Predict(PredictArgs),
     /// Serve a trained model over HTTP (SageMaker endpoints and batch transform).
     Serve(ServeArgs),
+    /// Rebuild report.html from the outputs of a finished job.
+    Report(ReportArgs),
 }
 
 impl Cli {
@@ -104,6 +106,15 @@ pub struct ServeArgs {
     /// Test hook: a batch holding exactly this text panics on the model thread.
     #[arg(long, hide = true, value_name = "TEXT")]
     pub test_panic_text: Option<String>,
+}
+
+/// `txcat report`.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// A job's output data folder (output/data, or output.tar.gz unpacked): holds metrics.json;
+    /// report.html is written there.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: PathBuf,
 }
 
 /// A `--channel NAME=LOCATION` argument.

@@ -24,6 +24,7 @@ use crate::model::{
     check_model_dir, resolve_source, ModelCheck, ModelError, ModelSource, SequenceClassifier,
     SourceRequest,
 };
+use crate::report;
 use crate::sagemaker::Paths;
 use crate::storage::archive::UnpackLimits;
 use crate::storage::{s3, StorageError};
@@ -268,6 +269,14 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
         }
         None => &mut no_checkpoints,
     };
+    // The report's loss and learning-rate curves (issue 19): the trainer only logs them.
+    let steps_per_epoch = train::plan_steps(hp, train_set.len()).steps_per_epoch;
+    let mut history = crate::report::collect::HistoryRecorder::new(
+        hook,
+        steps_per_epoch,
+        options.resume.as_ref(),
+    );
+    let hook: &mut dyn StepHook = &mut history;
     // Before training, so the number to beat is in the log early; it never fails the job.
     let baseline = baseline::for_job(
         hp,
@@ -276,6 +285,7 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
         data.labels.id2label(),
     );
     let outcome = train::fit(&mut model, &train_set, &eval_set, hp, options, hook)?;
+    let log_history = history.finish(&outcome.state);
     if outcome.stop_reason == StopReason::Interrupted {
         let checkpoint = checkpoints
             .and_then(|plan| plan.latest())
@@ -324,6 +334,17 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
         "warm_start": report.head,
     });
     write_json(&output_stage.path().join("run_summary.json"), &summary)?;
+    publish_report(&ReportInputs {
+        dir: output_stage.path(),
+        model: &model,
+        eval_set: &eval_set,
+        data,
+        hp,
+        pad_id: encoder.pad_id(),
+        device,
+        origin: &format!("{} ({})", source.origin, report.model_type),
+        log_history,
+    });
     model_stage.commit()?;
     output_stage.commit()?;
     tracing::info!(model_dir = %paths.model_dir.display(), output_dir = %paths.output_data_dir.display(), "artifacts published");
@@ -341,6 +362,46 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
         );
     }
     Ok(outcome)
+}
+
+/// What the HTML report is drawn from besides the files already written.
+struct ReportInputs<'a> {
+    dir: &'a Path,
+    model: &'a SequenceClassifier,
+    eval_set: &'a TokenizedSet,
+    data: &'a PreparedData,
+    hp: &'a Hyperparameters,
+    pad_id: u32,
+    device: Device,
+    origin: &'a str,
+    log_history: Vec<report::inputs::LogRecord>,
+}
+
+/// Writes `report.html` and its inputs into the staged output folder; never fails the job.
+fn publish_report(r: &ReportInputs<'_>) {
+    let log = report::TrainingLog {
+        model: Some(r.origin.to_string()),
+        hyperparameters: serde_json::to_value(r.hp)
+            .ok()
+            .and_then(|v| v.as_object().cloned())
+            .unwrap_or_default(),
+        log_history: r.log_history.clone(),
+    };
+    let examples = report::collect::misclassified(
+        r.model,
+        r.eval_set,
+        &r.data.eval.texts,
+        r.data.labels.id2label(),
+        r.pad_id,
+        r.device,
+        r.hp.eval_batch_size,
+    )
+    .map_err(|e| report::ReportError::Examples(e.to_string()));
+    report::publish(report::JobReport {
+        dir: r.dir,
+        log: &log,
+        examples,
+    });
 }
 
 fn baseline_rows(texts: &LabelledTexts) -> baseline::Rows<'_> {

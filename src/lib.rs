@@ -3,11 +3,13 @@
 //!
 //! Data flows one way: `sagemaker` (contract, config) -> `hyperparams` -> `storage` (where bytes
 //! come from) -> `data` (rows, labels, split) -> `tokenize` (ids, batches) -> `model` / `train`
-//! -> `artifacts`; `baseline` scores the tf-idf yardstick on the same rows. `job` wires the
-//! steps for the `train` command; `inference` loads a trained model directory once and labels
-//! texts, for `predict` (CSV files) and `serve` (HTTP endpoints).
+//! -> `artifacts` -> `report` (the HTML page drawn from the written outputs); `baseline` scores the
+//! tf-idf yardstick on the same rows. `job` wires the steps for the `train` command; `inference`
+//! loads a trained model directory once and labels texts, for `predict` (CSV files) and `serve`
+//! (HTTP endpoints); `report` also serves the `report` command.
 //! Only `sagemaker` and `cli` read the environment; only `storage` talks to S3; `tch` types stay in
-//! model, train, checkpoint, artifacts, inference and the model threads of `serve`.
+//! model, train, checkpoint, artifacts, inference, the model threads of `serve` and
+//! `report::collect`.
 
 pub mod artifacts;
 pub mod baseline;
@@ -21,6 +23,7 @@ pub mod job;
 pub mod metrics;
 pub mod model;
 pub mod predict;
+pub mod report;
 pub mod sagemaker;
 pub mod serve;
 pub mod signals;

@@ -71,7 +71,7 @@ fn main() -> ExitCode {
     let command = cli.into_command();
     let paths = match &command {
         Command::Train(args) => Paths::resolve(args.root.as_deref()),
-        Command::Predict(_) | Command::Serve(_) => Paths::resolve(None),
+        Command::Predict(_) | Command::Serve(_) | Command::Report(_) => Paths::resolve(None),
     };
     let is_train = matches!(command, Command::Train(_));
     if is_train {
@@ -117,6 +117,10 @@ fn run(command: Command, paths: &Paths) -> anyhow::Result<()> {
         }
         Command::Predict(args) => txcat::predict::run(&args)?,
         Command::Serve(args) => txcat::serve::run(&args, paths)?,
+        Command::Report(args) => {
+            let path = txcat::report::rebuild(&args.output_dir)?;
+            tracing::info!(path = %path.display(), "report written");
+        }
     }
     Ok(())
 }
@@ -149,6 +153,12 @@ fn exit_code(error: &anyhow::Error) -> i32 {
             EXIT_RUNTIME
         }
     } else if let Some(e) = error.downcast_ref::<ServeError>() {
+        if e.is_bad_input() {
+            EXIT_BAD_INPUT
+        } else {
+            EXIT_RUNTIME
+        }
+    } else if let Some(e) = error.downcast_ref::<txcat::report::ReportError>() {
         if e.is_bad_input() {
             EXIT_BAD_INPUT
         } else {
