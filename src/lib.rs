@@ -3,13 +3,15 @@
 //!
 //! Data flows one way: `sagemaker` (contract, config) -> `hyperparams` -> `storage` (where bytes
 //! come from) -> `data` (rows, labels, split) -> `tokenize` (ids, batches) -> `model` / `train`
-//! -> `artifacts`; `baseline` scores the tf-idf yardstick on the same rows. `job` wires the
-//! steps for the `train` command; `predict` serves the other one.
+//! -> `artifacts`; `baseline` scores the tf-idf yardstick on the same rows, `champion` the model
+//! the new one may replace. `job` wires the steps for the `train` command; `predict` serves the
+//! other one.
 //! Only `sagemaker` and `cli` read the environment; only `storage` talks to S3; `tch` types stay in
 //! model, train, checkpoint, artifacts and predict.
 
 pub mod artifacts;
 pub mod baseline;
+pub mod champion;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;

@@ -21,7 +21,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use super::config::{config_path, HeadKind, ModelConfig, ModelFamily};
 use super::layers::{Embedding, Fresh, LayerDims, LayerNames, LayerNorm, Linear, TransformerLayer};
-use super::warm_start::{match_head, HeadMatch};
+use super::warm_start::{match_head, HeadMatch, HeadOrigin};
 use super::weights::{read_checkpoint, read_header, weights_path, write_safetensors, WEIGHTS_FILE};
 use super::{ClassifierModel, EncoderSpec, ModelError};
 use crate::hyperparams::WarmStart;
@@ -609,6 +609,22 @@ pub fn check_model_dir(
         tensors: header.shapes.len(),
         head: plan.head,
     })
+}
+
+/// The labels of `dir`'s classification head in row order, when the checkpoint is a classifier
+/// whose every row its config's `id2label` names (what warm start matches by name); `None` for a
+/// base model, or a head whose rows cannot be named. Reads config.json and the header only.
+pub fn classifier_labels(dir: &Path) -> Result<Option<Vec<String>>, ModelError> {
+    let cfg_path = config_path(dir);
+    let Some(labels) = ModelConfig::from_file(&cfg_path)?.id2label else {
+        return Ok(None);
+    };
+    if labels.is_empty() {
+        return Ok(None);
+    }
+    let check = check_model_dir(dir, &labels, WarmStart::Auto)?;
+    let named = check.head.head == HeadOrigin::ByLabel && check.head.added.is_empty();
+    Ok(named.then_some(labels))
 }
 
 impl ClassifierModel for SequenceClassifier {
