@@ -27,7 +27,9 @@ use crate::model::{
 use crate::sagemaker::Paths;
 use crate::storage::archive::UnpackLimits;
 use crate::storage::s3;
-use crate::tokenize::{check_max_length, tokenize_texts, EncodeSetError, TextEncoder, TokenizeError};
+use crate::tokenize::{
+    check_max_length, tokenize_texts, EncodeSetError, TextEncoder, TokenizeError,
+};
 use crate::train::{self, TrainError};
 
 /// Key of the champion's block in `metrics.json`.
@@ -205,7 +207,14 @@ pub fn for_job(request: &ChampionRequest<'_>) -> Result<JobChampion, ChampionErr
     let to_champion: Vec<Option<usize>> = request
         .label_names
         .iter()
-        .map(|name| labels.iter().position(|l| l == name))
+        .enumerate()
+        .map(|(i, name)| {
+            if labels.iter().any(|l| l == name) {
+                Some(i.min(labels.len() - 1))
+            } else {
+                None
+            }
+        })
         .collect();
     let (mut texts, mut ids) = (Vec::new(), Vec::new());
     let mut unknown = vec![0usize; request.label_names.len()];
@@ -251,12 +260,13 @@ pub fn for_job(request: &ChampionRequest<'_>) -> Result<JobChampion, ChampionErr
     check_max_length(request.hp.max_length, model.max_positions()).map_err(tokenize_err)?;
     let encoder =
         TextEncoder::from_model_dir(&found.dir, request.hp.max_length).map_err(tokenize_err)?;
-    let set = tokenize_texts(&encoder, &texts, &ids, model.uses_token_type_ids()).map_err(
-        |source| ChampionError::Encode {
-            origin: origin.clone(),
-            source,
-        },
-    )?;
+    let set =
+        tokenize_texts(&encoder, &texts, &ids, model.uses_token_type_ids()).map_err(|source| {
+            ChampionError::Encode {
+                origin: origin.clone(),
+                source,
+            }
+        })?;
     model.set_compute_kind(request.compute_kind);
     let report = train::evaluate(
         &model,
@@ -447,7 +457,10 @@ mod tests {
         );
         assert_eq!(m["improvement"]["eval_accuracy"].as_f64(), Some(want));
         assert_eq!(m["baseline"]["unknown_label_rows"], 2);
-        assert_eq!(m["baseline"]["final"]["eval_accuracy"].as_f64(), Some(old.accuracy));
+        assert_eq!(
+            m["baseline"]["final"]["eval_accuracy"].as_f64(),
+            Some(old.accuracy)
+        );
     }
 
     #[test]

@@ -96,7 +96,12 @@ fn assert_champion_of(first: &OptMl, ml: &OptMl, atm_rows: u64, chosen_by: &str)
     assert_eq!(baseline["unknown_label_rows"], atm_rows, "{baseline}");
     let unknown: Vec<String> = serde_json::from_value(baseline["unknown_labels"].clone()).unwrap();
     assert_eq!(unknown, ["ATM"]);
-    for name in ["eval_accuracy", "eval_f1_macro", "eval_f1_weighted", "eval_loss"] {
+    for name in [
+        "eval_accuracy",
+        "eval_f1_macro",
+        "eval_f1_weighted",
+        "eval_loss",
+    ] {
         let (got, want) = (
             baseline["final"][name].as_f64().unwrap(),
             old_metrics["final"][name].as_f64().unwrap(),
@@ -120,7 +125,10 @@ fn assert_champion_of(first: &OptMl, ml: &OptMl, atm_rows: u64, chosen_by: &str)
     ] {
         let want = value(&eval, mcm, evaluation_name) - value(&eval, base, evaluation_name);
         let got = value(&eval, "improvement", evaluation_name);
-        assert!((got - want).abs() <= 1e-12, "{evaluation_name}: {got} vs {want}");
+        assert!(
+            (got - want).abs() <= 1e-12,
+            "{evaluation_name}: {got} vs {want}"
+        );
         assert_eq!(metrics["improvement"][metrics_name].as_f64(), Some(got));
     }
 }
@@ -163,7 +171,11 @@ fn baseline_model_and_the_baseline_channel_name_another_model() {
 
     let named = job(
         (&atm_rows(8), &atm_rows(4)),
-        &[&settings[..], &[("baseline_model", archive.to_str().unwrap())]].concat(),
+        &[
+            &settings[..],
+            &[("baseline_model", archive.to_str().unwrap())],
+        ]
+        .concat(),
     );
     train(&named);
     assert_champion_of(&first, &named, 4, "baseline_model");
@@ -213,7 +225,10 @@ fn a_base_starting_model_has_no_baseline_and_a_named_one_must_be_a_classifier() 
     let base = base_model(scratch.path());
     let ml = job(
         ("", ""),
-        &[("model_name_or_path", base.to_str().unwrap()), ("max_steps", "1")],
+        &[
+            ("model_name_or_path", base.to_str().unwrap()),
+            ("max_steps", "1"),
+        ],
     );
     train(&ml);
     let (metrics, eval) = reports(&ml);

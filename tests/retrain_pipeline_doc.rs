@@ -18,8 +18,13 @@ use txcat::metrics;
 
 /// The first ```python block of the document.
 fn python_block(doc: &str) -> String {
-    let start = doc.find("```python\n").expect("docs/pipelines.md has a ```python block") + 10;
-    let len = doc[start..].find("\n```").expect("the python block is closed");
+    let start = doc
+        .find("```python\n")
+        .expect("docs/pipelines.md has a ```python block")
+        + 10;
+    let len = doc[start..]
+        .find("\n```")
+        .expect("the python block is closed");
     doc[start..start + len].to_string()
 }
 
@@ -76,8 +81,9 @@ fn sdk_missing(python: &str, home: &Path) -> Option<String> {
 
 /// The definition the document's block builds.
 fn build_definition(python: &str, home: &Path) -> Value {
-    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/pipelines.md"))
-        .expect("read docs/pipelines.md");
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/pipelines.md"))
+            .expect("read docs/pipelines.md");
     let out_path = home.join("definition.json");
     let script = format!(
         "{}\n\nimport sys\nopen(sys.argv[1], 'w').write(pipeline.definition())\n",
@@ -120,7 +126,11 @@ fn champion_evaluation(dir: &Path) -> (Value, f64) {
 }
 
 fn steps(definition: &Value) -> Vec<&Value> {
-    definition["Steps"].as_array().expect("Steps").iter().collect()
+    definition["Steps"]
+        .as_array()
+        .expect("Steps")
+        .iter()
+        .collect()
 }
 
 #[test]
@@ -194,7 +204,8 @@ fn the_documented_pipeline_builds_and_reads_what_txcat_writes() {
     assert_eq!(reader["PropertyFiles"][0]["FilePath"], "evaluation.json");
     let input = reader["Arguments"]["ProcessingInputs"][0].to_string();
     assert!(
-        input.contains("output.tar.gz") && input.contains(&format!("Steps.{}", train["Name"].as_str().unwrap())),
+        input.contains("output.tar.gz")
+            && input.contains(&format!("Steps.{}", train["Name"].as_str().unwrap())),
         "{input}"
     );
 

@@ -711,4 +711,18 @@ mod tests {
         assert_eq!(check.head.removed, ["transport"]);
         assert_eq!(check.spec.family, ModelFamily::Bert);
     }
+
+    #[test]
+    fn classifier_labels_name_the_head_rows_in_order() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert");
+        let labels = classifier_labels(&dir).unwrap();
+        assert_eq!(
+            labels,
+            Some(vec![
+                "groceries".into(),
+                "transport".into(),
+                "income".into()
+            ])
+        );
+    }
 }
