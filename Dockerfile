@@ -101,6 +101,10 @@ ENV LD_LIBRARY_PATH=/opt/txcat/lib \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 WORKDIR /
+# `serve` (endpoints, batch transform) listens on SAGEMAKER_BIND_TO_PORT; the label tells
+# SageMaker hosting that the image honours it, 8080 is the default it uses otherwise.
+LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
+EXPOSE 8080
 # Exec form: txcat is PID 1 and receives SageMaker's SIGTERM itself (no shell in between).
 ENTRYPOINT ["txcat"]
 CMD ["train"]

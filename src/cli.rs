@@ -5,6 +5,7 @@
 //! Invariant: parsing only; nothing here touches files.
 
 use clap::{Args, Parser, Subcommand};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 /// Fine-tunes DistilBERT/BERT text classifiers on CSV channels (a SageMaker training entrypoint).
@@ -22,6 +23,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Label the texts of a CSV file with a trained model.
     Predict(PredictArgs),
+    /// Serve a trained model over HTTP (SageMaker endpoints and batch transform).
+    Serve(ServeArgs),
 }
 
 impl Cli {
@@ -74,6 +77,26 @@ pub struct PredictArgs {
     /// Rows per forward pass.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+}
+
+/// `txcat serve` (SageMaker runs the image with `serve`). The other settings come from the
+/// hosting environment: see [`crate::sagemaker::serve`].
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Directory of a trained model [default: /opt/ml/model, or SM_MODEL_DIR, or
+    /// $SAGEMAKER_BASE_DIR/model].
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Port to listen on [default: SAGEMAKER_BIND_TO_PORT, else 8080]; 0 picks a free port
+    /// (the log line "listening" names it).
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+    /// Address to listen on (all interfaces, as SageMaker requires).
+    #[arg(long, value_name = "ADDR", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    pub host: IpAddr,
+    /// Test hook: a batch holding exactly this text panics on the model thread.
+    #[arg(long, hide = true, value_name = "TEXT")]
+    pub test_panic_text: Option<String>,
 }
 
 /// A `--channel NAME=LOCATION` argument.
@@ -158,5 +181,30 @@ mod tests {
         assert!(args.dry_run);
         assert!(parse(&["train", "--hp", "novalue"]).is_err());
         assert!(parse(&["train", "--channel", "a/b=x"]).is_err());
+    }
+
+    #[test]
+    fn serve_flags_and_defaults() {
+        let Command::Serve(args) = parse(&["serve"]).unwrap() else {
+            panic!("not serve")
+        };
+        assert!(args.model.is_none() && args.port.is_none());
+        assert_eq!(args.host, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let Command::Serve(args) = parse(&[
+            "serve",
+            "--model",
+            "/m",
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+        ])
+        .unwrap() else {
+            panic!("not serve")
+        };
+        assert_eq!(args.model, Some(PathBuf::from("/m")));
+        assert_eq!(args.port, Some(0));
+        assert_eq!(args.host, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert!(parse(&["serve", "--port", "70000"]).is_err());
     }
 }

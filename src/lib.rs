@@ -4,10 +4,11 @@
 //! Data flows one way: `sagemaker` (contract, config) -> `hyperparams` -> `storage` (where bytes
 //! come from) -> `data` (rows, labels, split) -> `tokenize` (ids, batches) -> `model` / `train`
 //! -> `artifacts`; `baseline` scores the tf-idf yardstick on the same rows, `champion` the model
-//! the new one may replace. `job` wires the steps for the `train` command; `predict` serves the
-//! other one.
+//! the new one may replace. `job` wires the steps for the `train` command; `inference` loads a
+//! trained model directory once and labels texts, for `predict` (CSV files) and `serve` (HTTP
+//! endpoints).
 //! Only `sagemaker` and `cli` read the environment; only `storage` talks to S3; `tch` types stay in
-//! model, train, checkpoint, artifacts and predict.
+//! model, train, checkpoint, artifacts, champion, inference and the model threads of `serve`.
 
 pub mod artifacts;
 pub mod baseline;
@@ -17,11 +18,13 @@ pub mod cli;
 pub mod data;
 pub mod fine_tune;
 pub mod hyperparams;
+pub mod inference;
 pub mod job;
 pub mod metrics;
 pub mod model;
 pub mod predict;
 pub mod sagemaker;
+pub mod serve;
 pub mod signals;
 pub mod storage;
 pub mod text;

@@ -13,6 +13,7 @@ use txcat::cli::{Cli, Command};
 use txcat::job::{self, JobError, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_RUNTIME};
 use txcat::predict::PredictError;
 use txcat::sagemaker::{self, Paths};
+use txcat::serve::ServeError;
 
 /// libgomp (libtorch's OpenMP) makes idle workers spin by default, and it reads
 /// `OMP_WAIT_POLICY` only once, when libtorch loads it, before `main`. Spinning workers fight
@@ -70,7 +71,7 @@ fn main() -> ExitCode {
     let command = cli.into_command();
     let paths = match &command {
         Command::Train(args) => Paths::resolve(args.root.as_deref()),
-        Command::Predict(_) => Paths::resolve(None),
+        Command::Predict(_) | Command::Serve(_) => Paths::resolve(None),
     };
     let is_train = matches!(command, Command::Train(_));
     if is_train {
@@ -115,6 +116,7 @@ fn run(command: Command, paths: &Paths) -> anyhow::Result<()> {
             job::run_train(paths, &args)?
         }
         Command::Predict(args) => txcat::predict::run(&args)?,
+        Command::Serve(args) => txcat::serve::run(&args, paths)?,
     }
     Ok(())
 }
@@ -141,6 +143,12 @@ fn exit_code(error: &anyhow::Error) -> i32 {
     if let Some(e) = error.downcast_ref::<JobError>() {
         e.exit_code()
     } else if let Some(e) = error.downcast_ref::<PredictError>() {
+        if e.is_bad_input() {
+            EXIT_BAD_INPUT
+        } else {
+            EXIT_RUNTIME
+        }
+    } else if let Some(e) = error.downcast_ref::<ServeError>() {
         if e.is_bad_input() {
             EXIT_BAD_INPUT
         } else {

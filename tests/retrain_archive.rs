@@ -92,6 +92,19 @@ fn is_empty_dir(dir: &Path) -> bool {
     std::fs::read_dir(dir).unwrap().next().is_none()
 }
 
+/// Packs `dir` into `archive` with the system's tar, as SageMaker does (`./`, `./config.json`, ...).
+fn system_tar(flags: &str, archive: &std::path::Path, dir: &std::path::Path) {
+    let status = std::process::Command::new("tar")
+        .arg(flags)
+        .arg(archive)
+        .arg("-C")
+        .arg(dir)
+        .arg(".")
+        .status()
+        .expect("tar runs");
+    assert!(status.success(), "tar {flags} {}", archive.display());
+}
+
 #[test]
 fn the_model_channel_takes_the_tarball_of_the_last_run() {
     let first = first_job();
@@ -131,15 +144,7 @@ fn model_name_or_path_takes_a_tarball_packed_like_sagemaker() {
     let store = tempfile::tempdir().unwrap();
     // SageMaker packs /opt/ml/model with tar: entries `./`, `./config.json`, ...
     let archive = store.path().join("model.tar.gz");
-    let status = std::process::Command::new("tar")
-        .arg("-czf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(first.model_dir())
-        .arg(".")
-        .status()
-        .expect("tar runs");
-    assert!(status.success());
+    system_tar("-czf", &archive, &first.model_dir());
     let next = job(&[("model_name_or_path", archive.to_str().unwrap())], false);
     let tmp = tempfile::tempdir().unwrap();
     next.assert_dry_run_ok(&run(&next, tmp.path(), &["train", "--dry-run"]));
@@ -148,15 +153,11 @@ fn model_name_or_path_takes_a_tarball_packed_like_sagemaker() {
 
     // The same through a plain .tar named in the channel folder.
     let plain = job(&[], true);
-    let status = std::process::Command::new("tar")
-        .arg("-cf")
-        .arg(plain.path("input/data/model/previous.tar"))
-        .arg("-C")
-        .arg(first.model_dir())
-        .arg(".")
-        .status()
-        .expect("tar runs");
-    assert!(status.success());
+    system_tar(
+        "-cf",
+        &plain.path("input/data/model/previous.tar"),
+        &first.model_dir(),
+    );
     assert_ok(&run(&plain, tmp.path(), &["train"]));
     assert_eq!(kept_labels(&plain), all_labels());
 }

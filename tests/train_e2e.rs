@@ -5,30 +5,9 @@
 mod common;
 mod support;
 
-use common::{describe, fixture, separable_csv, OptMl, CLASSES};
+use common::{describe, fixture, separable_job, OptMl, CLASSES};
 use std::path::Path;
 use std::process::Command;
-
-/// A tree with train/validation channels and hyperparameters for a quick tiny-model run.
-fn tree(extra: &[(&str, &str)]) -> OptMl {
-    let ml = OptMl::new();
-    ml.add_channel_file("train", "train.csv", separable_csv(160, 1));
-    ml.add_channel_file("validation", "val.csv", separable_csv(40, 2));
-    let model = fixture("tiny-distilbert-trainable");
-    let mut hp = vec![
-        ("model_name_or_path", model.to_str().unwrap()),
-        ("epochs", "20"),
-        ("train_batch_size", "16"),
-        ("learning_rate", "0.003"),
-        ("max_length", "32"),
-        ("num_threads", "1"),
-        ("save_strategy", "no"),
-        ("logging_steps", "10"),
-    ];
-    hp.extend_from_slice(extra);
-    ml.write_hyperparameters(&hp);
-    ml
-}
 
 fn train(ml: &OptMl) {
     let out = ml.run(&["train"]);
@@ -48,7 +27,7 @@ fn read_json(path: &Path) -> serde_json::Value {
 
 #[test]
 fn learns_a_separable_set_and_writes_a_transformers_directory() {
-    let ml = tree(&[]);
+    let ml = separable_job(&[]);
     train(&ml);
 
     let metrics = read_json(&ml.path("output/data/metrics.json"));
@@ -111,7 +90,7 @@ fn one_seed_gives_identical_runs_and_another_seed_does_not() {
     let runs: Vec<OptMl> = [("7", None), ("7", Some("ACTIVE")), ("8", None)]
         .iter()
         .map(|&(seed, policy)| {
-            let ml = tree(&[("seed", seed), ("epochs", "2")]);
+            let ml = separable_job(&[("seed", seed), ("epochs", "2")]);
             let mut command = ml.command();
             match policy {
                 Some(p) => command.env("OMP_WAIT_POLICY", p),
@@ -143,7 +122,7 @@ fn one_seed_gives_identical_runs_and_another_seed_does_not() {
 
 #[test]
 fn predict_matches_the_transformers_pipeline() {
-    let ml = tree(&[("epochs", "3")]);
+    let ml = separable_job(&[("epochs", "3")]);
     train(&ml);
     let dir = tempfile::tempdir().unwrap();
     let texts = [
@@ -222,7 +201,7 @@ fn predict_matches_the_transformers_pipeline() {
 
 #[test]
 fn a_missing_model_fails_cleanly_without_writing_the_model_dir() {
-    let ml = tree(&[("model_name_or_path", "/nonexistent/model")]);
+    let ml = separable_job(&[("model_name_or_path", "/nonexistent/model")]);
     let out = ml.run(&["train"]);
     ml.assert_failed(&out, 2, &["/nonexistent/model"]);
 }

@@ -1,17 +1,19 @@
 //! The SageMaker training contract: paths under `/opt/ml`, the config files SageMaker writes,
-//! and the failure file.
+//! and the failure file; and the hosting environment of `serve` ([`ServeSettings`]).
 //!
 //! Invariants: together with `cli`, this is the only module that reads the process environment
 //! (see [`Paths::resolve`]); it uses no torch types; the failure file holds one line.
 
 mod config;
 mod paths;
+pub mod serve;
 
 pub use config::{
     read_hyperparameters, read_input_data_config, read_resource_config, ChannelConfig,
     ContractError, InputMode, ResourceConfig,
 };
 pub use paths::{Paths, S3Settings, DEFAULT_ROOT};
+pub use serve::{ServeSettings, ServeSettingsError};
 
 /// Bytes of the failure reason SageMaker shows (`DescribeTrainingJob.FailureReason`).
 pub const FAILURE_REASON_LIMIT: usize = 1024;

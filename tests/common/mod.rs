@@ -294,3 +294,25 @@ pub fn separable_csv(rows: usize, seed: u64) -> String {
     }
     csv
 }
+
+/// A tree with train/validation channels of [`separable_csv`] and hyperparameters for a quick
+/// tiny-model run that learns them (later `extra` pairs override earlier ones).
+pub fn separable_job(extra: &[(&str, &str)]) -> OptMl {
+    let ml = OptMl::new();
+    ml.add_channel_file("train", "train.csv", separable_csv(160, 1));
+    ml.add_channel_file("validation", "val.csv", separable_csv(40, 2));
+    let model = fixture("tiny-distilbert-trainable");
+    let mut hp = vec![
+        ("model_name_or_path", model.to_str().unwrap()),
+        ("epochs", "20"),
+        ("train_batch_size", "16"),
+        ("learning_rate", "0.003"),
+        ("max_length", "32"),
+        ("num_threads", "1"),
+        ("save_strategy", "no"),
+        ("logging_steps", "10"),
+    ];
+    hp.extend_from_slice(extra);
+    ml.write_hyperparameters(&hp);
+    ml
+}
