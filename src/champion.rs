@@ -207,14 +207,7 @@ pub fn for_job(request: &ChampionRequest<'_>) -> Result<JobChampion, ChampionErr
     let to_champion: Vec<Option<usize>> = request
         .label_names
         .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            if labels.iter().any(|l| l == name) {
-                Some(i.min(labels.len() - 1))
-            } else {
-                None
-            }
-        })
+        .map(|name| labels.iter().position(|l| l == name))
         .collect();
     let (mut texts, mut ids) = (Vec::new(), Vec::new());
     let mut unknown = vec![0usize; request.label_names.len()];
