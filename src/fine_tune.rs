@@ -16,6 +16,7 @@ use tch::Device;
 
 use crate::artifacts::{write_json, ArtifactError, StagedDir};
 use crate::baseline;
+use crate::champion::{self, ChampionError, ChampionRequest};
 use crate::data::labels::LabelMap;
 use crate::hyperparams::Hyperparameters;
 use crate::job::{LabelledTexts, PreparedData};
@@ -29,16 +30,15 @@ use crate::sagemaker::Paths;
 use crate::storage::archive::UnpackLimits;
 use crate::storage::{s3, StorageError};
 use crate::tokenize::batch::{BatchError, TokenizedSet};
-use crate::tokenize::{check_max_length, copy_tokenizer_files, TextEncoder, TokenizeError};
+use crate::tokenize::{
+    self, check_max_length, copy_tokenizer_files, EncodeSetError, TextEncoder, TokenizeError,
+};
 use crate::train::amp::{resolve_precision, Precision, PrecisionError};
 use crate::train::device::{resolve_device, DeviceError};
 use crate::train::{self, FitOptions, StepHook, StopReason, TrainError, TrainOutcome};
 
 /// The libtorch version this build binds (tch =0.24.0); recorded in `training_args.json`.
 pub const LIBTORCH_VERSION: &str = "2.11.0";
-
-/// Texts tokenized per call: bounds the memory held by unpacked encodings.
-const TOKENIZE_CHUNK: usize = 8192;
 
 /// Why fine-tuning failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +61,8 @@ pub enum FineTuneError {
     Metrics(#[from] MetricsError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Champion(#[from] ChampionError),
     #[error("cannot resume: {0}")]
     Resume(String),
     #[error("interrupted by {signal} at optimizer step {step}{checkpoint}; nothing was written to the model directory; rerun the job to resume")]
@@ -69,6 +71,15 @@ pub enum FineTuneError {
         step: u64,
         checkpoint: String,
     },
+}
+
+impl From<EncodeSetError> for FineTuneError {
+    fn from(e: EncodeSetError) -> Self {
+        match e {
+            EncodeSetError::Tokenize(e) => FineTuneError::Tokenize(e),
+            EncodeSetError::Batch(e) => FineTuneError::Batch(e),
+        }
+    }
 }
 
 impl FineTuneError {
@@ -82,6 +93,7 @@ impl FineTuneError {
             }
             FineTuneError::Train(e) => matches!(e, TrainError::UnknownMetric { .. }),
             FineTuneError::Storage(e) => e.is_bad_input(),
+            FineTuneError::Champion(e) => e.is_bad_input(),
             _ => false,
         }
     }
@@ -161,24 +173,19 @@ pub fn preview_model(
     })
 }
 
-/// Tokenizes `texts` once into compact storage (parallel inside the tokenizer).
+/// Tokenizes `texts` once into compact storage (see [`crate::tokenize::tokenize_texts`]).
 pub fn tokenize_texts(
     encoder: &TextEncoder,
     texts: &[String],
     label_ids: &[usize],
     keep_type_ids: bool,
 ) -> Result<TokenizedSet, FineTuneError> {
-    let mut set = TokenizedSet::new(keep_type_ids);
-    for (chunk, labels) in texts
-        .chunks(TOKENIZE_CHUNK)
-        .zip(label_ids.chunks(TOKENIZE_CHUNK))
-    {
-        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        for (encoding, &label) in encoder.encode_batch(&refs)?.iter().zip(labels) {
-            set.push(&encoding.ids, &encoding.type_ids, label as u32)?;
-        }
-    }
-    Ok(set)
+    Ok(tokenize::tokenize_texts(
+        encoder,
+        texts,
+        label_ids,
+        keep_type_ids,
+    )?)
 }
 
 /// True when the GPU computes in bfloat16 (a tiny bf16 matmul succeeds).
@@ -218,6 +225,17 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
     );
 
     let source = source_model(paths, hp)?;
+    // The model to beat (issue 12), scored before the seed below so training is unchanged.
+    let champion = champion::for_job(&ChampionRequest {
+        paths,
+        hp,
+        start: &source,
+        eval_texts: &data.eval.texts,
+        eval_label_ids: &data.eval.label_ids,
+        label_names: data.labels.id2label(),
+        device,
+        compute_kind: precision_kind(precision),
+    })?;
     // A fresh head is drawn from libtorch's generator: seed it first, as transformers' set_seed
     // does before building the model, so one seed gives one run.
     tch::manual_seed(hp.seed as i64);
@@ -304,8 +322,10 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
     write_model_dir(model_stage.path(), &model, &source.dir, &data.labels, hp)?;
     let output_stage = StagedDir::create(&paths.output_data_dir)?;
     if let Some(report) = &outcome.final_report {
-        let (history, side) = (&outcome.state.history, baseline.side_reports());
-        metrics::write_reports_with(output_stage.path(), report, history, &side)?;
+        champion.log_against(report);
+        let mut side = baseline.side_reports();
+        side.extend(champion.side_reports(report));
+        metrics::write_reports_with(output_stage.path(), report, &outcome.state.history, &side)?;
     }
     let summary = json!({
         "stop_reason": outcome.stop_reason,

@@ -174,6 +174,10 @@ pub struct Hyperparameters {
     pub max_length: usize,
     /// Head reuse when the starting model is a classifier (`auto`: rows by label name).
     pub warm_start: WarmStart,
+    /// The model to beat (issue 12): a path, tarball or `s3://` URI, resolved like
+    /// `model_name_or_path`; `None` = the `baseline` channel, else the starting model when it is
+    /// a classifier.
+    pub baseline_model: Option<String>,
 
     // --- data ---
     pub text_column: String,
@@ -248,6 +252,7 @@ impl Default for Hyperparameters {
             model_name_or_path: "distilbert-base-uncased".into(), // the seed recipe's model
             max_length: 128,
             warm_start: WarmStart::Auto,
+            baseline_model: None,
             text_column: "text".into(),
             label_column: "category".into(), // the seed recipe's column
             eval_channel: None,
@@ -349,6 +354,7 @@ pub const KEYS: &[&str] = &[
     "model_name_or_path",
     "max_length",
     "warm_start",
+    "baseline_model",
     "text_column",
     "label_column",
     "eval_channel",
@@ -684,6 +690,12 @@ impl Hyperparameters {
             "warm_start" => {
                 self.warm_start =
                     e.choice(&[("auto", WarmStart::Auto), ("encoder", WarmStart::Encoder)])?
+            }
+            "baseline_model" => {
+                self.baseline_model = match e.is_unset() {
+                    true => None,
+                    false => Some(e.string()?),
+                }
             }
             "text_column" => self.text_column = e.string()?,
             "label_column" => self.label_column = e.string()?,

@@ -29,8 +29,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-/// Channel names that are not data: the `model` channel carries pretrained weights.
-const NON_DATA_CHANNELS: &[&str] = &["model"];
+/// Channel names that are not data: `model` carries the starting weights, `baseline` the model
+/// to beat (issue 12).
+const NON_DATA_CHANNELS: &[&str] = &["model", "baseline"];
 
 /// Why the `train` command failed.
 #[derive(Debug, thiserror::Error)]

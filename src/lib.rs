@@ -4,15 +4,17 @@
 //! Data flows one way: `sagemaker` (contract, config) -> `hyperparams` -> `storage` (where bytes
 //! come from) -> `data` (rows, labels, split) -> `tokenize` (ids, batches) -> `model` / `train`
 //! -> `artifacts` -> `report` (the HTML page drawn from the written outputs); `baseline` scores the
-//! tf-idf yardstick on the same rows. `job` wires the steps for the `train` command; `inference`
-//! loads a trained model directory once and labels texts, for `predict` (CSV files) and `serve`
-//! (HTTP endpoints); `report` also serves the `report` command.
+//! tf-idf yardstick on the same rows, `champion` the model the new one may replace. `job` wires
+//! the steps for the `train` command; `inference` loads a trained model directory once and labels
+//! texts, for `predict` (CSV / JSON Lines files) and `serve` (HTTP endpoints); `report` also
+//! serves the `report` command.
 //! Only `sagemaker` and `cli` read the environment; only `storage` talks to S3; `tch` types stay in
-//! model, train, checkpoint, artifacts, inference, the model threads of `serve` and
+//! model, train, checkpoint, artifacts, champion, inference, the model threads of `serve` and
 //! `report::collect`.
 
 pub mod artifacts;
 pub mod baseline;
+pub mod champion;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;

@@ -21,7 +21,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use super::config::{config_path, HeadKind, ModelConfig, ModelFamily};
 use super::layers::{Embedding, Fresh, LayerDims, LayerNames, LayerNorm, Linear, TransformerLayer};
-use super::warm_start::{match_head, HeadMatch};
+use super::warm_start::{match_head, HeadMatch, HeadOrigin};
 use super::weights::{read_checkpoint, read_header, weights_path, write_safetensors, WEIGHTS_FILE};
 use super::{ClassifierModel, EncoderSpec, ModelError};
 use crate::hyperparams::WarmStart;
@@ -611,6 +611,22 @@ pub fn check_model_dir(
     })
 }
 
+/// The labels of `dir`'s classification head in row order, when the checkpoint is a classifier
+/// whose every row its config's `id2label` names (what warm start matches by name); `None` for a
+/// base model, or a head whose rows cannot be named. Reads config.json and the header only.
+pub fn classifier_labels(dir: &Path) -> Result<Option<Vec<String>>, ModelError> {
+    let cfg_path = config_path(dir);
+    let Some(labels) = ModelConfig::from_file(&cfg_path)?.id2label else {
+        return Ok(None);
+    };
+    if labels.is_empty() {
+        return Ok(None);
+    }
+    let check = check_model_dir(dir, &labels, WarmStart::Auto)?;
+    let named = check.head.head == HeadOrigin::ByLabel && check.head.added.is_empty();
+    Ok(named.then_some(labels))
+}
+
 impl ClassifierModel for SequenceClassifier {
     fn forward_t(
         &self,
@@ -694,5 +710,19 @@ mod tests {
         assert_eq!(check.head.kept, ["groceries", "income"]);
         assert_eq!(check.head.removed, ["transport"]);
         assert_eq!(check.spec.family, ModelFamily::Bert);
+    }
+
+    #[test]
+    fn classifier_labels_name_the_head_rows_in_order() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert");
+        let labels = classifier_labels(&dir).unwrap();
+        assert_eq!(
+            labels,
+            Some(vec![
+                "groceries".into(),
+                "transport".into(),
+                "income".into()
+            ])
+        );
     }
 }

@@ -21,7 +21,9 @@ pub mod source;
 pub mod warm_start;
 mod weights;
 
-pub use classifier::{check_model_dir, LoadReport, ModelCheck, SequenceClassifier};
+pub use classifier::{
+    check_model_dir, classifier_labels, LoadReport, ModelCheck, SequenceClassifier,
+};
 pub use config::{Activation, EncoderSpec, HeadKind, ModelFamily};
 pub use error::ModelError;
 pub use source::{resolve_source, ModelSource, SourceRequest};
