@@ -53,8 +53,23 @@ setup_runtime() {
   export_libtorch_env
 }
 
+# Debian's chromium for the report test's headless render (tests/report_job.rs). Best effort:
+# without root, apt or a reachable archive the test prints why and skips the browser part.
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    log "chromium not installed (needs root and apt-get); the report's browser check will skip"
+    return 0
+  fi
+  log "installing chromium for the report's browser check (first run only)"
+  { timeout 120 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq \
+      --no-install-recommends chromium fonts-dejavu-core; } >/dev/null 2>&1 \
+    || log "chromium could not be installed; the report's browser check will skip"
+}
+
 setup_test() {
   setup_runtime
   ensure_requirements "$TXCAT_ROOT/scripts/requirements-test.txt"
+  ensure_chromium
   export TXCAT_PYTHON="$TXCAT_PY"
 }
