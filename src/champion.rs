@@ -357,12 +357,7 @@ impl JobChampion {
                 evaluation: None,
             }],
             JobChampion::Scored(s) => {
-                let finals: serde_json::Map<String, serde_json::Value> = s
-                    .report
-                    .scalars("eval")
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into()))
-                    .collect();
+                let finals = s.report.final_json();
                 let block = json!({
                     "source": s.origin,
                     "chosen_by": s.chosen_by,

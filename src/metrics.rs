@@ -197,6 +197,15 @@ pub fn classification_report(
 }
 
 impl ClassificationReport {
+    /// [`Self::scalars`] with the `eval` prefix as a JSON object: the `final` block of
+    /// `metrics.json` for the encoder and for every model scored beside it.
+    pub fn final_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.scalars("eval")
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect()
+    }
+
     /// Scalar metrics keyed `<prefix>_<name>` (e.g. `eval_f1_macro`), in a stable order. These
     /// names are what `metric_for_best_model` and the log lines use.
     pub fn scalars(&self, prefix: &str) -> Vec<(String, f64)> {
@@ -380,13 +389,8 @@ pub fn write_reports_with(
             m.into()
         })
         .collect();
-    let final_scalars: serde_json::Map<String, serde_json::Value> = final_report
-        .scalars("eval")
-        .into_iter()
-        .map(|(k, v)| (k, v.into()))
-        .collect();
     let mut metrics = serde_json::json!({
-        "final": final_scalars,
+        "final": final_report.final_json(),
         "per_class": final_report.per_class,
         "confusion_matrix": final_report.confusion,
         "history": history_json,

@@ -2,24 +2,12 @@
 //! format, or the one `--output`'s extension names; the labels do not depend on the format.
 
 mod common;
-use common::{describe, separable_job, CLASSES, TXCAT};
+use common::{describe, CLASSES, TXCAT};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A model trained once for this file's tests.
 fn model() -> PathBuf {
-    static MODEL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    MODEL
-        .get_or_init(|| {
-            let ml = separable_job(&[]);
-            let out = ml.run(&["train"]);
-            assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("formats_predict_model");
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::rename(ml.model_dir(), &dir).unwrap();
-            dir
-        })
-        .clone()
+    common::separable_model()
 }
 
 fn predict(input: &Path, output: &Path, extra: &[&str]) -> String {

@@ -17,29 +17,12 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{describe, separable_job, TXCAT};
+use common::{describe, TXCAT};
 
 const PANIC_TEXT: &str = "please panic now";
 
-/// The trained model directory, shared by every test in this file.
 fn model() -> PathBuf {
-    static MODEL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    MODEL
-        .get_or_init(|| {
-            let ml = separable_job(&[]);
-            let out = ml.run(&["train"]);
-            assert_eq!(out.status.code(), Some(0), "train\n{}", describe(&out));
-            // A fixed place, replaced on every run, so runs leave nothing behind.
-            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve_http_model");
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            for entry in std::fs::read_dir(ml.model_dir()).unwrap() {
-                let entry = entry.unwrap();
-                std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-            }
-            dir
-        })
-        .clone()
+    common::separable_model()
 }
 
 /// Bank-style texts: commas, quotes, non-ASCII, and one far longer than the model's 64 positions.

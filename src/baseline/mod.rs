@@ -142,12 +142,7 @@ impl JobBaseline {
             JobBaseline::Off | JobBaseline::NoEvaluation => return Vec::new(),
             JobBaseline::Failed(message) => (json!({ "error": message }), None),
             JobBaseline::Scored(s) => {
-                let finals: serde_json::Map<String, serde_json::Value> = s
-                    .report
-                    .scalars("eval")
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into()))
-                    .collect();
+                let finals = s.report.final_json();
                 let block = json!({
                     "model": "word 1-2-gram tf-idf + one-vs-rest linear SVM (scikit-learn TfidfVectorizer(ngram_range=(1, 2)) + LinearSVC() defaults)",
                     "final": finals,

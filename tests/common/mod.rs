@@ -316,3 +316,25 @@ pub fn separable_job(extra: &[(&str, &str)]) -> OptMl {
     ml.write_hyperparameters(&hp);
     ml
 }
+
+/// The model of one [`separable_job`] run, trained once per test binary and kept in a fixed place
+/// under the target's tmp dir (replaced on every run, so runs leave nothing behind).
+pub fn separable_model() -> PathBuf {
+    static MODEL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let ml = separable_job(&[]);
+            let out = ml.run(&["train"]);
+            assert_eq!(out.status.code(), Some(0), "train\n{}", describe(&out));
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("{}_model", env!("CARGO_CRATE_NAME")));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("model dir");
+            for entry in std::fs::read_dir(ml.model_dir()).expect("trained model") {
+                let entry = entry.expect("entry");
+                std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
+            }
+            dir
+        })
+        .clone()
+}
