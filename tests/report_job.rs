@@ -170,6 +170,8 @@ fn chromium(binary: &Path, extra: &[String], page: &Path) -> Option<std::process
             "--disable-component-update",
             "--disable-sync",
             "--hide-scrollbars",
+            // Containers often give /dev/shm 64 MB, too little for a 2,900-pixel page.
+            "--disable-dev-shm-usage",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(extra)
