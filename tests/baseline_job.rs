@@ -28,9 +28,7 @@ fn job_on(train: &str, validation: &str, extra: &[(&str, &str)]) -> (OptMl, Stri
     ];
     hp.extend_from_slice(extra);
     ml.write_hyperparameters(&hp);
-    let out = ml.run(&["train"]);
-    let log = describe(&out);
-    assert_eq!(out.status.code(), Some(0), "train failed\n{log}");
+    let log = describe(&ml.assert_trained());
     (ml, log)
 }
 

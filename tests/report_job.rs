@@ -39,13 +39,7 @@ fn job() -> OptMl {
         ("logging_steps", "4"),
         ("save_strategy", "\"no\""),
     ]);
-    let out = ml.run(&["train"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "train failed\n{}",
-        describe(&out)
-    );
+    ml.assert_trained();
     ml
 }
 

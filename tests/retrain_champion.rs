@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{describe, fixture, separable_csv, OptMl};
+use common::{fixture, separable_csv, OptMl};
 use std::path::{Path, PathBuf};
 
 fn read_json(path: &Path) -> serde_json::Value {
@@ -45,8 +45,7 @@ fn job(extra: (&str, &str), settings: &[(&str, &str)]) -> OptMl {
 }
 
 fn train(ml: &OptMl) -> String {
-    let out = ml.run(&["train"]);
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let out = ml.assert_trained();
     String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
 }
 

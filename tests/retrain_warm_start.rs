@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{describe, fixture, separable_csv, OptMl};
+use common::{fixture, separable_csv, OptMl};
 use std::collections::BTreeMap;
 use std::path::Path;
 use tch::Device;
@@ -139,8 +139,7 @@ fn job(
 }
 
 fn train(ml: &OptMl) {
-    let out = ml.run(&["train"]);
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    ml.assert_trained();
 }
 
 /// The first job: the four separable classes, trained a few steps so the head moves.

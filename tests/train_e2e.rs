@@ -10,14 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn train(ml: &OptMl) {
-    let out = ml.run(&["train"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "train failed\n{}",
-        describe(&out)
-    );
-    assert!(ml.failure_text().is_none());
+    ml.assert_trained();
 }
 
 fn read_json(path: &Path) -> serde_json::Value {

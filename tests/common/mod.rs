@@ -173,6 +173,19 @@ impl OptMl {
         text
     }
 
+    /// Runs `txcat train` and asserts it succeeded (exit 0, no failure file); returns the output.
+    pub fn assert_trained(&self) -> Output {
+        let out = self.run(&["train"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "train failed\n{}",
+            describe(&out)
+        );
+        assert!(self.failure_text().is_none(), "failure file after success");
+        out
+    }
+
     /// Asserts a successful run (exit 0, no failure file, empty model dir) and returns stdout.
     pub fn assert_dry_run_ok(&self, output: &Output) -> String {
         let log = describe(output);
@@ -324,8 +337,7 @@ pub fn separable_model() -> PathBuf {
     MODEL
         .get_or_init(|| {
             let ml = separable_job(&[]);
-            let out = ml.run(&["train"]);
-            assert_eq!(out.status.code(), Some(0), "train\n{}", describe(&out));
+            ml.assert_trained();
             let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
                 .join(format!("{}_model", env!("CARGO_CRATE_NAME")));
             let _ = std::fs::remove_dir_all(&dir);
