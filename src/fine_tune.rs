@@ -407,15 +407,22 @@ fn publish_report(r: &ReportInputs<'_>) {
             .unwrap_or_default(),
         log_history: r.log_history.clone(),
     };
-    let examples = report::collect::misclassified(
+    let examples = crate::train::predict_rows(
         r.model,
         r.eval_set,
-        &r.data.eval.texts,
-        r.data.labels.id2label(),
+        report::collect::MAX_SCANNED_ROWS,
+        r.hp.eval_batch_size,
         r.pad_id,
         r.device,
-        r.hp.eval_batch_size,
     )
+    .map(|(predicted, _)| {
+        report::collect::misclassified(
+            &predicted,
+            r.eval_set.labels(),
+            &r.data.eval.texts,
+            r.data.labels.id2label(),
+        )
+    })
     .map_err(|e| report::ReportError::Examples(e.to_string()));
     report::publish(report::JobReport {
         dir: r.dir,

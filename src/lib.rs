@@ -9,8 +9,7 @@
 //! texts, for `predict` (CSV / JSON Lines files) and `serve` (HTTP endpoints); `report` also
 //! serves the `report` command.
 //! Only `sagemaker` and `cli` read the environment; only `storage` talks to S3; `tch` types stay in
-//! model, train, checkpoint, artifacts, champion, inference, the model threads of `serve` and
-//! `report::collect`.
+//! model, train, checkpoint, artifacts, champion, inference and the model threads of `serve`.
 
 pub mod artifacts;
 pub mod baseline;

@@ -1,16 +1,11 @@
 //! What the report needs from a live run and the trainer does not keep: the training loss and
 //! learning rate by logged step (read through a [`StepHook`] wrapped around the job's own), and
-//! misclassified evaluation texts (one prediction pass with the final weights). The only part of
-//! `report` that touches tch.
+//! misclassified evaluation texts from the predictions of one pass with the final weights
+//! ([`crate::train::predict_rows`], the loop evaluation runs). No tch types here.
 
 use std::collections::HashMap;
 
-use tch::Device;
-
 use super::inputs::{EvalExamples, Example, LogRecord};
-use crate::model::ClassifierModel;
-use crate::tokenize::batch::TokenizedSet;
-use crate::train::device::TensorBatch;
 use crate::train::{HookAction, ResumePoint, StepContext, StepHook, TrainState};
 
 /// Evaluation rows predicted to find examples: bounds the extra pass on very large sets.
@@ -84,52 +79,37 @@ impl StepHook for HistoryRecorder<'_> {
     }
 }
 
-/// Predicts the first [`MAX_SCANNED_ROWS`] rows of `set` and keeps up to [`PER_PAIR_LIMIT`]
-/// misclassified texts per (true, predicted) pair. `texts[i]` is row `i`'s text.
-pub fn misclassified<M: ClassifierModel>(
-    model: &M,
-    set: &TokenizedSet,
+/// Keeps up to [`PER_PAIR_LIMIT`] misclassified texts per (true, predicted) pair from the rows
+/// `predicted` covers (the first [`MAX_SCANNED_ROWS`] of the evaluation set, predicted with
+/// [`crate::train::predict_rows`]). `texts[i]` and `truth[i]` are row `i`'s text and label id.
+pub fn misclassified(
+    predicted: &[usize],
+    truth: &[u32],
     texts: &[String],
     labels: &[String],
-    pad_id: u32,
-    device: Device,
-    batch_size: usize,
-) -> Result<EvalExamples, tch::TchError> {
-    let _guard = tch::no_grad_guard();
-    let scanned = set.len().min(MAX_SCANNED_ROWS).min(texts.len());
-    let rows: Vec<usize> = (0..scanned).collect();
+) -> EvalExamples {
+    let scanned = predicted.len().min(truth.len()).min(texts.len());
     let mut kept: HashMap<(u32, u32), usize> = HashMap::new();
     let mut misclassified = Vec::new();
-    for chunk in rows.chunks(batch_size.max(1)) {
-        let b = TensorBatch::from_host(&set.assemble(chunk, pad_id), device)?;
-        let logits = model.forward_t(
-            &b.input_ids,
-            &b.attention_mask,
-            b.token_type_ids.as_ref(),
-            false,
-        );
-        let predicted =
-            Vec::<i64>::try_from(logits.f_argmax(-1, false)?.f_to_device(Device::Cpu)?)?;
-        for (&row, &p) in chunk.iter().zip(&predicted) {
-            let (t, p) = (set.labels()[row], p as u32);
-            let slot = kept.entry((t, p)).or_default();
-            if t == p || *slot >= PER_PAIR_LIMIT || misclassified.len() >= MAX_EXAMPLES {
-                continue;
-            }
-            *slot += 1;
-            let name = |id: u32| labels.get(id as usize).cloned().unwrap_or_default();
-            misclassified.push(Example {
-                row,
-                text: texts[row].chars().take(MAX_TEXT_CHARS).collect(),
-                true_label: name(t),
-                predicted_label: name(p),
-            });
+    for row in 0..scanned {
+        let (t, p) = (truth[row], predicted[row] as u32);
+        let slot = kept.entry((t, p)).or_default();
+        if t == p || *slot >= PER_PAIR_LIMIT || misclassified.len() >= MAX_EXAMPLES {
+            continue;
         }
+        *slot += 1;
+        let name = |id: u32| labels.get(id as usize).cloned().unwrap_or_default();
+        misclassified.push(Example {
+            row,
+            text: texts[row].chars().take(MAX_TEXT_CHARS).collect(),
+            true_label: name(t),
+            predicted_label: name(p),
+        });
     }
-    Ok(EvalExamples {
-        eval_rows: set.len(),
+    EvalExamples {
+        eval_rows: truth.len(),
         rows_scanned: scanned,
         per_pair_limit: PER_PAIR_LIMIT,
         misclassified,
-    })
+    }
 }
