@@ -230,6 +230,17 @@ pub struct TrainOutcome {
     pub padding_efficiency: f64,
     /// Throughput after the warm-up steps with evaluation time left out (see [`SteadyClock`]).
     pub steady: SteadyThroughput,
+    /// Where the loop's wall time went (evaluations, checkpoint hooks), for run_summary.json.
+    pub timings: LoopTimings,
+}
+
+/// Wall seconds spent inside [`fit`] outside the training steps themselves.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LoopTimings {
+    /// Each evaluation in order, as `(global step, seconds)`; the final one included.
+    pub evaluations: Vec<(u64, f64)>,
+    /// Step hooks (checkpoint saves, the report's history) summed.
+    pub hooks_seconds: f64,
 }
 
 /// Training throughput over the optimizer steps after a warm-up, evaluation time excluded; the
@@ -685,6 +696,7 @@ fn fit_loop<M: ClassifierModel>(
     let mut last_norm: Option<Tensor> = None;
     let mut consecutive_skips = 0u32;
     let mut last_eval_step: Option<u64> = None;
+    let mut timings = LoopTimings::default();
     let mut stop_reason = StopReason::Completed;
     let run_start = Instant::now();
     let start_step = state.global_step;
@@ -925,6 +937,7 @@ fn fit_loop<M: ClassifierModel>(
             && (epoch_end || eval_now || step >= plan.total_steps);
         if should_eval {
             steady.pause();
+            let eval_started = Instant::now();
             optimizer.sync_params();
             let report = evaluate(
                 &*model,
@@ -935,6 +948,9 @@ fn fit_loop<M: ClassifierModel>(
                 &label_names,
             )?;
             last_eval_step = Some(step);
+            timings
+                .evaluations
+                .push((step, eval_started.elapsed().as_secs_f64()));
             let mut pairs = vec![
                 (
                     "epoch".to_string(),
@@ -988,11 +1004,12 @@ fn fit_loop<M: ClassifierModel>(
             epoch_end,
             best_weights: best_weights.as_ref(),
         };
-        if hook
+        let hook_started = Instant::now();
+        let action = hook
             .after_step(&ctx)
-            .map_err(|message| TrainError::Hook { step, message })?
-            == HookAction::Stop
-        {
+            .map_err(|message| TrainError::Hook { step, message })?;
+        timings.hooks_seconds += hook_started.elapsed().as_secs_f64();
+        if action == HookAction::Stop {
             stop_reason = StopReason::Hook;
             break;
         }
@@ -1037,6 +1054,7 @@ fn fit_loop<M: ClassifierModel>(
             _ => {}
         }
         if final_report.is_none() {
+            let eval_started = Instant::now();
             final_report = Some(evaluate(
                 &*model,
                 eval,
@@ -1045,6 +1063,9 @@ fn fit_loop<M: ClassifierModel>(
                 device,
                 &label_names,
             )?);
+            timings
+                .evaluations
+                .push((state.global_step, eval_started.elapsed().as_secs_f64()));
         }
     }
     let runtime_s = run_start.elapsed().as_secs_f64();
@@ -1096,6 +1117,7 @@ fn fit_loop<M: ClassifierModel>(
         samples_per_second: rows_seen as f64 / runtime_s.max(1e-9),
         padding_efficiency: total_padding.efficiency(),
         steady,
+        timings,
         state,
     })
 }
