@@ -25,6 +25,8 @@ use crate::model::HeadOrigin;
 use crate::sagemaker::{self, ContractError, InputMode, Paths, S3Settings};
 use crate::storage::s3::S3Options;
 use crate::storage::{self, ObjectStream, StorageError};
+use crate::train::distributed::launch::{self, LaunchError, Role};
+use crate::train::distributed::{self as distributed, DistError};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -48,6 +50,10 @@ pub enum JobError {
     FineTune(#[from] FineTuneError),
     #[error(transparent)]
     Signal(#[from] crate::signals::SignalError),
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    #[error(transparent)]
+    Distributed(#[from] DistError),
 }
 
 /// Exit status for input the user must fix (config, hyperparameters, channels, rows).
@@ -71,6 +77,9 @@ impl JobError {
             JobError::Data(_) => EXIT_BAD_INPUT,
             JobError::FineTune(e) if e.is_bad_input() => EXIT_BAD_INPUT,
             JobError::FineTune(_) | JobError::Signal(_) => EXIT_RUNTIME,
+            JobError::Launch(e) => e.exit_code(),
+            JobError::Distributed(DistError::Invalid(_) | DistError::NoNccl) => EXIT_BAD_INPUT,
+            JobError::Distributed(_) => EXIT_RUNTIME,
         }
     }
 }
@@ -663,6 +672,15 @@ pub fn run_train(paths: &Paths, args: &TrainArgs) -> Result<(), JobError> {
         }
         None => tracing::info!("no resourceconfig.json; assuming a single host"),
     }
+    // Several workers (issue 15): this process either starts them and waits, or is one of them
+    // and joins the group before reading any data, so a missing peer fails the job early.
+    let data_parallel = match launch::role(&hp)? {
+        Role::Launcher { workers } if !args.dry_run => {
+            return Ok(launch::run_workers(&hp, workers)?);
+        }
+        Role::Worker(env) if !args.dry_run => Some(distributed::connect(&env, &hp)?),
+        _ => None,
+    };
     if let Some(uri) = &hp.output_uri {
         // A wrong bucket would otherwise only show when the upload fails after training.
         storage::s3::check_output_uri(uri, S3Options::from_settings(&paths.s3))
@@ -709,6 +727,7 @@ pub fn run_train(paths: &Paths, args: &TrainArgs) -> Result<(), JobError> {
         read_seconds,
         stop: Some(checkpoints.stop_flag()),
         checkpoints: Some(&mut checkpoints),
+        data_parallel,
     })?;
     tracing::info!(
         stop_reason = ?outcome.stop_reason,

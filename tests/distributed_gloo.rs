@@ -1,0 +1,273 @@
+//! Data-parallel training through the binary on the CPU (issue 15): `txcat train` with
+//! `num_processes=2` starts two Gloo workers on this host. Two workers with `train_batch_size=B`
+//! must train what one process with `2B` trains (same seeded batches, gradients summed by
+//! allreduce), and a worker killed mid-run must fail the job in bounded time with one line
+//! naming the rank and the phase.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{separable_csv, OptMl};
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// The trainable tiny DistilBERT with dropout off, so a run depends only on batches and
+/// arithmetic (dropout masks are drawn per rank and could not match one process's).
+fn model_without_dropout(scratch: &Path) -> PathBuf {
+    let src = common::fixture("tiny-distilbert-trainable");
+    let dir = scratch.join("tiny-no-dropout");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for entry in std::fs::read_dir(&src).expect("fixture") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
+    }
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("config")).expect("json");
+    for key in ["dropout", "attention_dropout", "seq_classif_dropout", "qa_dropout"] {
+        config[key] = serde_json::json!(0.0);
+    }
+    std::fs::write(&path, config.to_string()).expect("write config");
+    dir
+}
+
+/// A job on the separable data with the given batch size and worker count.
+fn job(model: &Path, batch: usize, workers: usize, extra: &[(&str, &str)]) -> OptMl {
+    let ml = OptMl::new();
+    ml.add_channel_file("train", "train.csv", separable_csv(150, 1));
+    ml.add_channel_file("validation", "val.csv", separable_csv(41, 2));
+    let (batch, workers, port) = (
+        batch.to_string(),
+        workers.to_string(),
+        free_port().to_string(),
+    );
+    let mut hp = vec![
+        ("model_name_or_path", model.to_str().unwrap()),
+        ("epochs", "3"),
+        ("train_batch_size", batch.as_str()),
+        ("eval_batch_size", "16"),
+        ("learning_rate", "0.003"),
+        ("weight_decay", "0.01"),
+        ("max_length", "32"),
+        ("num_threads", "1"),
+        ("save_strategy", "no"),
+        ("logging_steps", "4"),
+        ("baseline_tfidf", "false"),
+        ("num_processes", workers.as_str()),
+        ("dist_port", port.as_str()),
+        ("dist_timeout", "60"),
+    ];
+    hp.extend_from_slice(extra);
+    ml.write_hyperparameters(&hp);
+    ml
+}
+
+/// Every tensor of a saved model, as f32 values.
+fn weights(model_dir: &Path) -> BTreeMap<String, Vec<f32>> {
+    let bytes = std::fs::read(model_dir.join("model.safetensors")).expect("weights");
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    tensors
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (name, values)
+        })
+        .collect()
+}
+
+/// Below this magnitude a tensor is rounding noise: DistilBERT's `k_lin.bias` gets a gradient
+/// that is zero in exact arithmetic (softmax ignores a constant added to every score of a
+/// query), so AdamW turns each run's rounding into steps of its own and the values stay tiny.
+const NOISE_SCALE: f64 = 1e-5;
+
+/// The largest per-tensor difference relative to that tensor's largest magnitude (absolute for
+/// tensors at noise scale on both sides), and the names of the tensors at noise scale.
+fn max_relative_difference(
+    a: &BTreeMap<String, Vec<f32>>,
+    b: &BTreeMap<String, Vec<f32>>,
+) -> (f64, String, Vec<String>) {
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "same tensors"
+    );
+    let largest = |v: &[f32]| v.iter().fold(0.0f64, |m, x| m.max(f64::from(x.abs())));
+    let mut worst = (0.0f64, String::new(), Vec::new());
+    for (name, x) in a {
+        let y = &b[name];
+        assert_eq!(x.len(), y.len(), "{name}");
+        let scale = largest(x).max(largest(y));
+        let diff = x
+            .iter()
+            .zip(y)
+            .fold(0.0f64, |m, (p, q)| m.max(f64::from((p - q).abs())));
+        let rel = if scale < NOISE_SCALE {
+            worst.2.push(name.clone());
+            diff
+        } else {
+            diff / scale
+        };
+        if rel > worst.0 {
+            worst.0 = rel;
+            worst.1 = name.clone();
+        }
+    }
+    worst
+}
+
+fn summary(ml: &OptMl) -> serde_json::Value {
+    let text = std::fs::read_to_string(ml.path("output/data/run_summary.json")).expect("summary");
+    serde_json::from_str(&text).expect("summary json")
+}
+
+#[test]
+fn two_workers_train_what_one_process_with_twice_the_batch_trains() {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let model = model_without_dropout(scratch.path());
+
+    let pair = job(&model, 8, 2, &[]);
+    let pair_out = pair.assert_trained();
+    let single = job(&model, 16, 1, &[]);
+    single.assert_trained();
+
+    let log = common::describe(&pair_out);
+    assert!(
+        log.contains("started data-parallel worker") && log.contains("data-parallel group ready"),
+        "the two-worker run did not go through the launcher and c10d\n{log}"
+    );
+    let (pair_summary, single_summary) = (summary(&pair), summary(&single));
+    assert_eq!(pair_summary["world_size"], 2);
+    assert_eq!(single_summary["world_size"], 1);
+    assert_eq!(pair_summary["global_steps"], single_summary["global_steps"]);
+    // 150 rows in global batches of 16: 10 steps per epoch.
+    assert_eq!(pair_summary["global_steps"], 30);
+    for file in ["labels.json", "config.json"] {
+        let read = |ml: &OptMl| std::fs::read_to_string(ml.model_dir().join(file)).expect(file);
+        let (a, b): (serde_json::Value, serde_json::Value) = (
+            serde_json::from_str(&read(&pair)).unwrap(),
+            serde_json::from_str(&read(&single)).unwrap(),
+        );
+        assert_eq!(a["id2label"], b["id2label"], "{file}");
+    }
+
+    let (trained, start) = (weights(&pair.model_dir()), weights(&model));
+    let (diff, name, noise) = max_relative_difference(&trained, &weights(&single.model_dir()));
+    assert!(diff <= 1e-5, "two workers vs one process: {name} differs by {diff:e} (relative)");
+    // Only the two layers' key biases may sit at noise scale; everything else was compared
+    // relatively.
+    assert!(
+        noise.len() <= 2 && noise.iter().all(|n| n.ends_with("k_lin.bias")),
+        "tensors at noise scale: {noise:?}"
+    );
+    // Not trivially equal: training moved the weights far more than the tolerance.
+    let shared: BTreeMap<String, Vec<f32>> = start
+        .into_iter()
+        .filter(|(k, v)| trained.get(k).is_some_and(|t| t.len() == v.len()))
+        .collect();
+    let trained_shared: BTreeMap<String, Vec<f32>> = trained
+        .into_iter()
+        .filter(|(k, _)| shared.contains_key(k))
+        .collect();
+    let (moved, _, _) = max_relative_difference(&trained_shared, &shared);
+    assert!(moved > 1e-2, "training barely moved the weights ({moved:e})");
+    // The metrics are the whole evaluation set's on both sides.
+    let metrics = |ml: &OptMl| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(ml.path("output/data/metrics.json")).expect("metrics"),
+        )
+        .expect("metrics json")
+    };
+    let (pm, sm) = (metrics(&pair), metrics(&single));
+    assert_eq!(pm["eval_accuracy"], sm["eval_accuracy"], "{pm}\n{sm}");
+}
+
+#[test]
+fn a_killed_worker_fails_the_job_in_bounded_time_naming_rank_and_phase() {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let model = model_without_dropout(scratch.path());
+    let ml = job(
+        &model,
+        4,
+        2,
+        &[("epochs", "1000"), ("logging_steps", "1"), ("dist_timeout", "10")],
+    );
+    let mut child = ml
+        .command()
+        .arg("train")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start txcat");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+            let _ = tx.send(line);
+        }
+        all
+    });
+    // Rank 1's pid from the launcher, then wait until optimizer steps are being logged.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut pid = None;
+    let mut training = false;
+    while !(pid.is_some() && training) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = child.kill();
+            panic!("no training progress before the deadline");
+        };
+        if line.contains("started data-parallel worker") && line.contains("rank=1") {
+            let p = line.split("pid=").nth(1).expect("pid field");
+            pid = Some(p.split_whitespace().next().unwrap().parse::<i32>().expect("pid"));
+        }
+        training |= line.contains(" step=3;");
+    }
+    let killed_at = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.unwrap().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    // The survivor's next collective fails at once (the peer's socket closed) or within
+    // dist_timeout; the launcher adds at most its grace period.
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if killed_at.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the job still runs 60 s after a worker was killed");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = reader.join().expect("reader");
+    assert_eq!(status.code(), Some(1), "exit status\n{log}");
+    let text = ml.failure_text().unwrap_or_else(|| panic!("no failure file\n{log}"));
+    assert_eq!(text.trim_end().lines().count(), 1, "one line: {text:?}");
+    for needle in ["rank 1 of 2 was killed by signal 9", "failed on rank 0 of 2"] {
+        assert!(text.contains(needle), "{text:?} lacks {needle:?}\n{log}");
+    }
+    let phases = ["gradient allreduce", "stop decision", "loss", "non-finite", "evaluation"];
+    assert!(
+        phases.iter().any(|p| text.contains(p)),
+        "{text:?} names no phase"
+    );
+    assert!(ml.model_dir_is_empty(), "model written after a failed run");
+}
