@@ -352,10 +352,11 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
     let outcome = train::fit(&mut model, &train_set, &eval_set, hp_fit, options, hook)?;
     let log_history = history.finish(&outcome.state);
     if outcome.stop_reason == StopReason::Interrupted {
-        let checkpoint = checkpoints
-            .and_then(|plan| plan.latest())
-            .map(|p| format!("; checkpoint saved to {}", p.display()))
-            .unwrap_or_else(|| "; no checkpoint (save_strategy=no)".into());
+        let checkpoint = match checkpoints.and_then(|plan| plan.latest()) {
+            _ if !primary => "; rank 0 saves the checkpoint".into(),
+            Some(p) => format!("; checkpoint saved to {}", p.display()),
+            None => "; no checkpoint (save_strategy=no)".into(),
+        };
         return Err(FineTuneError::Interrupted {
             signal: crate::signals::received().unwrap_or("a stop signal"),
             step: outcome.state.global_step,

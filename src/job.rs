@@ -674,12 +674,15 @@ pub fn run_train(paths: &Paths, args: &TrainArgs) -> Result<(), JobError> {
     }
     // Several workers (issue 15): this process either starts them and waits, or is one of them
     // and joins the group before reading any data, so a missing peer fails the job early.
-    let data_parallel = match launch::role(&hp)? {
-        Role::Launcher { workers } if !args.dry_run => {
-            return Ok(launch::run_workers(&hp, workers)?);
-        }
-        Role::Worker(env) if !args.dry_run => Some(distributed::connect(&env, &hp)?),
-        _ => None,
+    // A dry run checks as one process (and on any machine, so it resolves no device here).
+    let role = match args.dry_run {
+        true => Role::Single,
+        false => launch::role(&hp)?,
+    };
+    let data_parallel = match role {
+        Role::Launcher { workers } => return Ok(launch::run_workers(&hp, workers)?),
+        Role::Worker(env) => Some(distributed::connect(&env, &hp)?),
+        Role::Single => None,
     };
     if let Some(uri) = &hp.output_uri {
         // A wrong bucket would otherwise only show when the upload fails after training.

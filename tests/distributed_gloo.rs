@@ -195,6 +195,82 @@ fn two_workers_train_what_one_process_with_twice_the_batch_trains() {
     assert_eq!(pm["eval_accuracy"], sm["eval_accuracy"], "{pm}\n{sm}");
 }
 
+/// A started `txcat train` whose stderr is collected on a thread; lines also arrive on `lines`.
+struct Running {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    log: std::thread::JoinHandle<String>,
+}
+
+impl Running {
+    fn start(ml: &OptMl) -> Self {
+        let mut child = ml
+            .command()
+            .arg("train")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start txcat");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        let log = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                all.push_str(&line);
+                all.push('\n');
+                let _ = tx.send(line);
+            }
+            all
+        });
+        Self { child, lines, log }
+    }
+
+    /// Rank 1's pid, once rank 0 has logged optimizer step `step` (logging_steps=1).
+    fn wait_for_step(&mut self, step: u64) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut pid = None;
+        let mut training = false;
+        let needle = format!(" step={step};");
+        while !(pid.is_some() && training) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                let _ = self.child.kill();
+                panic!("no training progress before the deadline");
+            };
+            if line.contains("started data-parallel worker") && line.contains("rank=1") {
+                let p = line.split("pid=").nth(1).expect("pid field");
+                pid = Some(p.split_whitespace().next().unwrap().parse::<i32>().expect("pid"));
+            }
+            training |= line.contains(&needle);
+        }
+        pid.unwrap()
+    }
+
+    /// Waits at most `limit` for the job to end; its exit status and whole log.
+    fn finish(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("the job still runs {limit:?} later");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        (status, self.log.join().expect("reader"))
+    }
+}
+
+fn signal(pid: i32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
 #[test]
 fn a_killed_worker_fails_the_job_in_bounded_time_naming_rank_and_phase() {
     let scratch = tempfile::tempdir().expect("scratch");
@@ -205,59 +281,12 @@ fn a_killed_worker_fails_the_job_in_bounded_time_naming_rank_and_phase() {
         2,
         &[("epochs", "1000"), ("logging_steps", "1"), ("dist_timeout", "10")],
     );
-    let mut child = ml
-        .command()
-        .arg("train")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start txcat");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            all.push_str(&line);
-            all.push('\n');
-            let _ = tx.send(line);
-        }
-        all
-    });
-    // Rank 1's pid from the launcher, then wait until optimizer steps are being logged.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut pid = None;
-    let mut training = false;
-    while !(pid.is_some() && training) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = rx.recv_timeout(left) else {
-            let _ = child.kill();
-            panic!("no training progress before the deadline");
-        };
-        if line.contains("started data-parallel worker") && line.contains("rank=1") {
-            let p = line.split("pid=").nth(1).expect("pid field");
-            pid = Some(p.split_whitespace().next().unwrap().parse::<i32>().expect("pid"));
-        }
-        training |= line.contains(" step=3;");
-    }
-    let killed_at = Instant::now();
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", &pid.unwrap().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    let mut run = Running::start(&ml);
+    let rank1 = run.wait_for_step(3);
+    signal(rank1, "KILL");
     // The survivor's next collective fails at once (the peer's socket closed) or within
     // dist_timeout; the launcher adds at most its grace period.
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if killed_at.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("the job still runs 60 s after a worker was killed");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let log = reader.join().expect("reader");
+    let (status, log) = run.finish(Duration::from_secs(60));
     assert_eq!(status.code(), Some(1), "exit status\n{log}");
     let text = ml.failure_text().unwrap_or_else(|| panic!("no failure file\n{log}"));
     assert_eq!(text.trim_end().lines().count(), 1, "one line: {text:?}");
@@ -270,4 +299,38 @@ fn a_killed_worker_fails_the_job_in_bounded_time_naming_rank_and_phase() {
         "{text:?} names no phase"
     );
     assert!(ml.model_dir_is_empty(), "model written after a failed run");
+}
+
+#[test]
+fn sigterm_stops_every_worker_after_one_checkpoint_and_the_rerun_finishes_like_an_uninterrupted_run() {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let model = model_without_dropout(scratch.path());
+    let extra = [("epochs", "6"), ("logging_steps", "1"), ("load_best_model_at_end", "false")];
+    let with_checkpoints = [extra.as_slice(), &[("save_strategy", "epoch")]].concat();
+    let ml = job(&model, 4, 2, &with_checkpoints);
+    let mut run = Running::start(&ml);
+    run.wait_for_step(3);
+    signal(run.child.id() as i32, "TERM");
+    let (status, log) = run.finish(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "exit status\n{log}");
+    let text = ml.failure_text().unwrap_or_else(|| panic!("no failure file\n{log}"));
+    for needle in ["rank 0 of 2 failed: interrupted by SIGTERM", "checkpoint saved to"] {
+        assert!(text.contains(needle), "{text:?} lacks {needle:?}\n{log}");
+    }
+    assert!(ml.model_dir_is_empty(), "model written by an interrupted run");
+
+    // The rerun resumes on both ranks from rank 0's checkpoint and ends where an uninterrupted
+    // two-worker run ends.
+    let rerun = ml.assert_trained();
+    let rerun_log = common::describe(&rerun);
+    assert!(
+        rerun_log.contains("resuming from checkpoint"),
+        "the rerun did not resume\n{rerun_log}"
+    );
+    let whole = job(&model, 4, 2, &with_checkpoints);
+    whole.assert_trained();
+    assert_eq!(summary(&ml)["global_steps"], summary(&whole)["global_steps"]);
+    let (diff, name, _) =
+        max_relative_difference(&weights(&ml.model_dir()), &weights(&whole.model_dir()));
+    assert!(diff <= 1e-5, "resumed vs uninterrupted: {name} differs by {diff:e}");
 }
