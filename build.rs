@@ -58,7 +58,9 @@ fn compile_c10d_shim(libtorch: &Path, cuda_wheel: bool) {
         .warnings(false)
         .extra_warnings(false);
     if let Some(includes) = nccl_includes(libtorch, cuda_wheel) {
-        build.define("USE_C10D_NCCL", None).define("TXCAT_NCCL", None);
+        build
+            .define("USE_C10D_NCCL", None)
+            .define("TXCAT_NCCL", None);
         for dir in includes {
             build.include(dir);
         }
@@ -90,8 +92,8 @@ fn nccl_includes(libtorch: &Path, cuda_wheel: bool) -> Option<Vec<PathBuf>> {
     if let Ok(home) = std::env::var("CUDA_HOME") {
         candidates.insert(0, Path::new(&home).join("include"));
     }
-    let runtime = candidates.into_iter().find(|d| {
-        d.join("cuda_runtime_api.h").exists() && d.join("crt/host_config.h").exists()
-    })?;
+    let runtime = candidates
+        .into_iter()
+        .find(|d| d.join("cuda_runtime_api.h").exists() && d.join("crt/host_config.h").exists())?;
     Some(vec![nccl, runtime])
 }

@@ -319,12 +319,14 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
             // folder, and only rank 0 writes new ones (its hook; the others get none).
             let dp = data_parallel.as_ref();
             if let Some(dp) = dp.filter(|dp| !dp.is_primary()) {
-                dp.group().barrier("waiting for rank 0 to open the checkpoints")?;
+                dp.group()
+                    .barrier("waiting for rank 0 to open the checkpoints")?;
             }
             options.resume = plan.resume(&mut model).map_err(FineTuneError::Resume)?;
             match dp {
                 Some(dp) if dp.is_primary() => {
-                    dp.group().barrier("waiting for rank 0 to open the checkpoints")?;
+                    dp.group()
+                        .barrier("waiting for rank 0 to open the checkpoints")?;
                     plan.hook()
                 }
                 Some(_) => &mut no_checkpoints,

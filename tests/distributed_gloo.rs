@@ -32,7 +32,12 @@ fn model_without_dropout(scratch: &Path) -> PathBuf {
     let path = dir.join("config.json");
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("config")).expect("json");
-    for key in ["dropout", "attention_dropout", "seq_classif_dropout", "qa_dropout"] {
+    for key in [
+        "dropout",
+        "attention_dropout",
+        "seq_classif_dropout",
+        "qa_dropout",
+    ] {
         config[key] = serde_json::json!(0.0);
     }
     std::fs::write(&path, config.to_string()).expect("write config");
@@ -166,7 +171,10 @@ fn two_workers_train_what_one_process_with_twice_the_batch_trains() {
 
     let (trained, start) = (weights(&pair.model_dir()), weights(&model));
     let (diff, name, noise) = max_relative_difference(&trained, &weights(&single.model_dir()));
-    assert!(diff <= 1e-5, "two workers vs one process: {name} differs by {diff:e} (relative)");
+    assert!(
+        diff <= 1e-5,
+        "two workers vs one process: {name} differs by {diff:e} (relative)"
+    );
     // Only the two layers' key biases may sit at noise scale; everything else was compared
     // relatively.
     assert!(
@@ -183,7 +191,10 @@ fn two_workers_train_what_one_process_with_twice_the_batch_trains() {
         .filter(|(k, _)| shared.contains_key(k))
         .collect();
     let (moved, _, _) = max_relative_difference(&trained_shared, &shared);
-    assert!(moved > 1e-2, "training barely moved the weights ({moved:e})");
+    assert!(
+        moved > 1e-2,
+        "training barely moved the weights ({moved:e})"
+    );
     // The metrics are the whole evaluation set's on both sides.
     let metrics = |ml: &OptMl| -> serde_json::Value {
         serde_json::from_str(
@@ -239,7 +250,13 @@ impl Running {
             };
             if line.contains("started data-parallel worker") && line.contains("rank=1") {
                 let p = line.split("pid=").nth(1).expect("pid field");
-                pid = Some(p.split_whitespace().next().unwrap().parse::<i32>().expect("pid"));
+                pid = Some(
+                    p.split_whitespace()
+                        .next()
+                        .unwrap()
+                        .parse::<i32>()
+                        .expect("pid"),
+                );
             }
             training |= line.contains(&needle);
         }
@@ -279,7 +296,11 @@ fn a_killed_worker_fails_the_job_in_bounded_time_naming_rank_and_phase() {
         &model,
         4,
         2,
-        &[("epochs", "1000"), ("logging_steps", "1"), ("dist_timeout", "10")],
+        &[
+            ("epochs", "1000"),
+            ("logging_steps", "1"),
+            ("dist_timeout", "10"),
+        ],
     );
     let mut run = Running::start(&ml);
     let rank1 = run.wait_for_step(3);
@@ -288,12 +309,23 @@ fn a_killed_worker_fails_the_job_in_bounded_time_naming_rank_and_phase() {
     // dist_timeout; the launcher adds at most its grace period.
     let (status, log) = run.finish(Duration::from_secs(60));
     assert_eq!(status.code(), Some(1), "exit status\n{log}");
-    let text = ml.failure_text().unwrap_or_else(|| panic!("no failure file\n{log}"));
+    let text = ml
+        .failure_text()
+        .unwrap_or_else(|| panic!("no failure file\n{log}"));
     assert_eq!(text.trim_end().lines().count(), 1, "one line: {text:?}");
-    for needle in ["rank 1 of 2 was killed by signal 9", "failed on rank 0 of 2"] {
+    for needle in [
+        "rank 1 of 2 was killed by signal 9",
+        "failed on rank 0 of 2",
+    ] {
         assert!(text.contains(needle), "{text:?} lacks {needle:?}\n{log}");
     }
-    let phases = ["gradient allreduce", "stop decision", "loss", "non-finite", "evaluation"];
+    let phases = [
+        "gradient allreduce",
+        "stop decision",
+        "loss",
+        "non-finite",
+        "evaluation",
+    ];
     assert!(
         phases.iter().any(|p| text.contains(p)),
         "{text:?} names no phase"
@@ -302,10 +334,15 @@ fn a_killed_worker_fails_the_job_in_bounded_time_naming_rank_and_phase() {
 }
 
 #[test]
-fn sigterm_stops_every_worker_after_one_checkpoint_and_the_rerun_finishes_like_an_uninterrupted_run() {
+fn sigterm_stops_every_worker_after_one_checkpoint_and_the_rerun_finishes_like_an_uninterrupted_run(
+) {
     let scratch = tempfile::tempdir().expect("scratch");
     let model = model_without_dropout(scratch.path());
-    let extra = [("epochs", "6"), ("logging_steps", "1"), ("load_best_model_at_end", "false")];
+    let extra = [
+        ("epochs", "6"),
+        ("logging_steps", "1"),
+        ("load_best_model_at_end", "false"),
+    ];
     let with_checkpoints = [extra.as_slice(), &[("save_strategy", "epoch")]].concat();
     let ml = job(&model, 4, 2, &with_checkpoints);
     let mut run = Running::start(&ml);
@@ -313,11 +350,19 @@ fn sigterm_stops_every_worker_after_one_checkpoint_and_the_rerun_finishes_like_a
     signal(run.child.id() as i32, "TERM");
     let (status, log) = run.finish(Duration::from_secs(60));
     assert_eq!(status.code(), Some(1), "exit status\n{log}");
-    let text = ml.failure_text().unwrap_or_else(|| panic!("no failure file\n{log}"));
-    for needle in ["rank 0 of 2 failed: interrupted by SIGTERM", "checkpoint saved to"] {
+    let text = ml
+        .failure_text()
+        .unwrap_or_else(|| panic!("no failure file\n{log}"));
+    for needle in [
+        "rank 0 of 2 failed: interrupted by SIGTERM",
+        "checkpoint saved to",
+    ] {
         assert!(text.contains(needle), "{text:?} lacks {needle:?}\n{log}");
     }
-    assert!(ml.model_dir_is_empty(), "model written by an interrupted run");
+    assert!(
+        ml.model_dir_is_empty(),
+        "model written by an interrupted run"
+    );
 
     // The rerun resumes on both ranks from rank 0's checkpoint and ends where an uninterrupted
     // two-worker run ends.
@@ -329,8 +374,14 @@ fn sigterm_stops_every_worker_after_one_checkpoint_and_the_rerun_finishes_like_a
     );
     let whole = job(&model, 4, 2, &with_checkpoints);
     whole.assert_trained();
-    assert_eq!(summary(&ml)["global_steps"], summary(&whole)["global_steps"]);
+    assert_eq!(
+        summary(&ml)["global_steps"],
+        summary(&whole)["global_steps"]
+    );
     let (diff, name, _) =
         max_relative_difference(&weights(&ml.model_dir()), &weights(&whole.model_dir()));
-    assert!(diff <= 1e-5, "resumed vs uninterrupted: {name} differs by {diff:e}");
+    assert!(
+        diff <= 1e-5,
+        "resumed vs uninterrupted: {name} differs by {diff:e}"
+    );
 }

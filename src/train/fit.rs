@@ -924,9 +924,8 @@ fn fit_loop<M: ClassifierModel>(
                         let _guard = tch::no_grad_guard();
                         let detached = loss.f_detach()?;
                         let rows = if dp.is_some() { global_rows } else { b.rows };
-                        sums.loss_rows = sums
-                            .loss_rows
-                            .f_add(&detached.f_mul_scalar(rows as f64)?)?;
+                        sums.loss_rows =
+                            sums.loss_rows.f_add(&detached.f_mul_scalar(rows as f64)?)?;
                         let bad = detached
                             .f_isfinite()?
                             .f_logical_not()?

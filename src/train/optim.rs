@@ -1052,10 +1052,18 @@ mod tests {
             .view([20, 6])
             .cos();
         let table = root.sub("emb").var_copy("weight", &init);
-        let w = root.sub("head").var_copy("weight", &(init.narrow(0, 2, 3) * 0.3));
+        let w = root
+            .sub("head")
+            .var_copy("weight", &(init.narrow(0, 2, 3) * 0.3));
         let b = root.sub("head").zeros("bias", &[3]);
-        let mut opt = AdamW::new(&vs, AdamWConfig { weight_decay: 0.05, ..AdamWConfig::default() })
-            .unwrap();
+        let mut opt = AdamW::new(
+            &vs,
+            AdamWConfig {
+                weight_decay: 0.05,
+                ..AdamWConfig::default()
+            },
+        )
+        .unwrap();
         if lazy {
             assert!(opt.make_lazy("emb.weight").unwrap());
         }
@@ -1107,12 +1115,21 @@ mod tests {
             let ranks: Vec<_> = ranks.into_iter().map(|t| t.join().unwrap()).collect();
             assert_eq!(ranks[0], ranks[1], "ranks diverged (lazy={lazy})");
             for (d, s) in ranks[0].iter().flatten().zip(single.iter().flatten()) {
-                assert!((d - s).abs() <= 1e-5 * s.abs().max(1.0), "lazy={lazy}: {d} vs {s}");
+                assert!(
+                    (d - s).abs() <= 1e-5 * s.abs().max(1.0),
+                    "lazy={lazy}: {d} vs {s}"
+                );
             }
             // The run moved the weights, so agreeing is not trivial.
             let init: Vec<f32> = (0..120).map(|i| (i as f32).cos()).collect();
-            let moved = single[0].iter().zip(&init).filter(|(a, b)| (*a - *b).abs() > 1e-3);
-            assert!(moved.count() > 10, "lazy={lazy}: training barely moved the table");
+            let moved = single[0]
+                .iter()
+                .zip(&init)
+                .filter(|(a, b)| (*a - *b).abs() > 1e-3);
+            assert!(
+                moved.count() > 10,
+                "lazy={lazy}: training barely moved the table"
+            );
         }
     }
 

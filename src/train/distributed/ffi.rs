@@ -64,10 +64,16 @@ extern "C" {
     pub fn txcat_c10d_group_free(group: *mut RawGroup);
 
     /// `tensor` is the `at::Tensor*` behind a tch `C_tensor` pointer.
-    pub fn txcat_c10d_allreduce(group: *mut RawGroup, tensor: *mut c_void, op: c_int)
-        -> *mut c_char;
-    pub fn txcat_c10d_broadcast(group: *mut RawGroup, tensor: *mut c_void, root: c_int)
-        -> *mut c_char;
+    pub fn txcat_c10d_allreduce(
+        group: *mut RawGroup,
+        tensor: *mut c_void,
+        op: c_int,
+    ) -> *mut c_char;
+    pub fn txcat_c10d_broadcast(
+        group: *mut RawGroup,
+        tensor: *mut c_void,
+        root: c_int,
+    ) -> *mut c_char;
     pub fn txcat_c10d_barrier(group: *mut RawGroup) -> *mut c_char;
     pub fn txcat_c10d_allgather(
         group: *mut RawGroup,

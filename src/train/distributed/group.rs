@@ -128,7 +128,15 @@ impl ProcessGroup {
                 &mut raw,
             )
         });
-        Self::finish(result, raw, rank, size, Backend::Nccl, timeout, Device::Cuda(gpu))
+        Self::finish(
+            result,
+            raw,
+            rank,
+            size,
+            Backend::Nccl,
+            timeout,
+            Device::Cuda(gpu),
+        )
     }
 
     fn finish(
@@ -178,21 +186,39 @@ impl ProcessGroup {
 
     /// Reduces `tensor` (contiguous) in place across all ranks with `op`; `phase` names the
     /// step of training for the error message.
-    pub fn all_reduce(&self, tensor: &mut Tensor, op: ReduceOp, phase: &str) -> Result<(), DistError> {
+    pub fn all_reduce(
+        &self,
+        tensor: &mut Tensor,
+        op: ReduceOp,
+        phase: &str,
+    ) -> Result<(), DistError> {
         self.check_tensor(tensor, phase)?;
         // SAFETY: a live group and a defined tensor whose C_tensor is an at::Tensor*.
         let r = unsafe {
-            ffi::txcat_c10d_allreduce(self.raw.as_ptr(), tensor.as_mut_ptr() as *mut c_void, op.code())
+            ffi::txcat_c10d_allreduce(
+                self.raw.as_ptr(),
+                tensor.as_mut_ptr() as *mut c_void,
+                op.code(),
+            )
         };
         self.done(r, phase)
     }
 
     /// Overwrites `tensor` (contiguous, same shape on every rank) with `root`'s.
-    pub fn broadcast(&self, tensor: &mut Tensor, root: usize, phase: &str) -> Result<(), DistError> {
+    pub fn broadcast(
+        &self,
+        tensor: &mut Tensor,
+        root: usize,
+        phase: &str,
+    ) -> Result<(), DistError> {
         self.check_tensor(tensor, phase)?;
         // SAFETY: as in all_reduce.
         let r = unsafe {
-            ffi::txcat_c10d_broadcast(self.raw.as_ptr(), tensor.as_mut_ptr() as *mut c_void, root as i32)
+            ffi::txcat_c10d_broadcast(
+                self.raw.as_ptr(),
+                tensor.as_mut_ptr() as *mut c_void,
+                root as i32,
+            )
         };
         self.done(r, phase)
     }
@@ -301,5 +327,6 @@ fn check_rank(rank: usize, size: usize) -> Result<(), DistError> {
 }
 
 fn cstr(what: &str, text: &str) -> Result<CString, DistError> {
-    CString::new(text).map_err(|_| DistError::Invalid(format!("{what} {text:?} contains a NUL byte")))
+    CString::new(text)
+        .map_err(|_| DistError::Invalid(format!("{what} {text:?} contains a NUL byte")))
 }

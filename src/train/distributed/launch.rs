@@ -218,7 +218,10 @@ pub fn run_workers(hp: &Hyperparameters, workers: usize) -> Result<(), LaunchErr
         // Workers share the cores: without num_threads, split them as torchrun's OMP_NUM_THREADS
         // advice does, instead of every worker spinning up one thread per core.
         if hp.num_threads.is_none() && std::env::var_os("OMP_NUM_THREADS").is_none() {
-            cmd.env("OMP_NUM_THREADS", (cpu_threads / workers).max(1).to_string());
+            cmd.env(
+                "OMP_NUM_THREADS",
+                (cpu_threads / workers).max(1).to_string(),
+            );
         }
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
@@ -291,7 +294,10 @@ fn supervise(
 }
 
 fn kill_all(workers: &mut [Worker]) {
-    for w in workers.iter_mut().filter(|w| w.exited.is_none() && !w.killed) {
+    for w in workers
+        .iter_mut()
+        .filter(|w| w.exited.is_none() && !w.killed)
+    {
         let _ = w.child.kill();
         w.killed = true;
     }
@@ -312,7 +318,10 @@ fn summarize(workers: &[Worker], world: usize) -> Result<(), LaunchError> {
     let killed = failed
         .iter()
         .filter(|w| !w.killed && reason(w).is_none())
-        .filter_map(|w| w.exited.and_then(|(s, t)| s.signal().map(|sig| (w, sig, t))))
+        .filter_map(|w| {
+            w.exited
+                .and_then(|(s, t)| s.signal().map(|sig| (w, sig, t)))
+        })
         .min_by_key(|(_, _, t)| *t);
     let explained = failed
         .iter()
@@ -335,7 +344,9 @@ fn summarize(workers: &[Worker], world: usize) -> Result<(), LaunchError> {
             }
             s
         }
-        (None, Some((rank, r))) => format!("data-parallel worker rank {rank} of {world} failed: {r}"),
+        (None, Some((rank, r))) => {
+            format!("data-parallel worker rank {rank} of {world} failed: {r}")
+        }
         (None, None) => {
             let w = failed[0];
             let status = w.exited.map(|(s, _)| s.to_string()).unwrap_or_default();
@@ -357,7 +368,11 @@ fn signal_suffix(sig: i32) -> &'static str {
 
 fn read_reason(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
-    let line = text.lines().find(|l| !l.trim().is_empty())?.trim().to_string();
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty())?
+        .trim()
+        .to_string();
     Some(line)
 }
 
@@ -366,7 +381,12 @@ mod tests {
     use super::*;
 
     fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
@@ -381,7 +401,10 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!((env.rank, env.local_rank, env.world_size), (1, 1, 2));
-        assert_eq!((env.master_addr.as_str(), env.master_port), ("10.0.0.1", 7777));
+        assert_eq!(
+            (env.master_addr.as_str(), env.master_port),
+            ("10.0.0.1", 7777)
+        );
         for bad in [
             [("RANK", "2"), ("WORLD_SIZE", "2")],
             [("RANK", "x"), ("WORLD_SIZE", "2")],

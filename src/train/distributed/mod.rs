@@ -184,11 +184,17 @@ mod tests {
         let results = on_threads(2, Duration::from_secs(20), |rank, group| {
             let r = rank as f32;
             let mut sum = Tensor::from_slice(&[1.0f32 + r, 10.0 * (r + 1.0), -r]);
-            group.all_reduce(&mut sum, ReduceOp::Sum, "test sum").unwrap();
+            group
+                .all_reduce(&mut sum, ReduceOp::Sum, "test sum")
+                .unwrap();
             let mut max = Tensor::from_slice(&[r, -r]);
-            group.all_reduce(&mut max, ReduceOp::Max, "test max").unwrap();
+            group
+                .all_reduce(&mut max, ReduceOp::Max, "test max")
+                .unwrap();
             let mut min = Tensor::from_slice(&[r as i64, 5]);
-            group.all_reduce(&mut min, ReduceOp::Min, "test min").unwrap();
+            group
+                .all_reduce(&mut min, ReduceOp::Min, "test min")
+                .unwrap();
             let mut b = Tensor::from_slice(&[7.0f64 * (rank as f64 + 1.0); 4]);
             group.broadcast(&mut b, 1, "test broadcast").unwrap();
             group.barrier("test barrier").unwrap();
@@ -225,8 +231,17 @@ mod tests {
             let mut t = Tensor::ones([4], (Kind::Float, Device::Cpu));
             Some(group.all_reduce(&mut t, ReduceOp::Sum, "gradient allreduce at step 3"))
         });
-        let err = results[0].as_ref().unwrap().as_ref().unwrap_err().to_string();
-        assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+        let err = results[0]
+            .as_ref()
+            .unwrap()
+            .as_ref()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "took {:?}",
+            started.elapsed()
+        );
         assert!(
             err.contains("rank 0 of 2") && err.contains("gradient allreduce at step 3"),
             "{err}"
@@ -239,7 +254,10 @@ mod tests {
         let started = std::time::Instant::now();
         let err = Store::tcp("127.0.0.1", port, true, 2, Duration::from_secs(1)).unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(20));
-        assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{port}")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -22,7 +22,8 @@ unsafe impl Send for Store {}
 unsafe impl Sync for Store {}
 
 fn c_string(what: &str, text: &str) -> Result<CString, DistError> {
-    CString::new(text).map_err(|_| DistError::Invalid(format!("{what} {text:?} contains a NUL byte")))
+    CString::new(text)
+        .map_err(|_| DistError::Invalid(format!("{what} {text:?} contains a NUL byte")))
 }
 
 impl Store {
@@ -69,7 +70,8 @@ impl Store {
             ffi::txcat_c10d_prefix_store_new(c_prefix.as_ptr(), self.raw.as_ptr(), &mut raw)
         });
         result.map_err(|message| self.error(message))?;
-        let raw = NonNull::new(raw).ok_or_else(|| self.error("the shim returned no store".into()))?;
+        let raw =
+            NonNull::new(raw).ok_or_else(|| self.error("the shim returned no store".into()))?;
         Ok(Self {
             raw,
             address: format!("{}/{prefix}", self.address),
@@ -80,7 +82,12 @@ impl Store {
         let c_key = c_string("store key", key)?;
         // SAFETY: valid key, value pointer and length.
         ffi::check(unsafe {
-            ffi::txcat_c10d_store_set(self.raw.as_ptr(), c_key.as_ptr(), value.as_ptr(), value.len())
+            ffi::txcat_c10d_store_set(
+                self.raw.as_ptr(),
+                c_key.as_ptr(),
+                value.as_ptr(),
+                value.len(),
+            )
         })
         .map_err(|message| self.error(message))
     }
