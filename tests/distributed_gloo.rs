@@ -47,7 +47,11 @@ fn model_without_dropout(scratch: &Path) -> PathBuf {
 /// A job on the separable data with the given batch size and worker count.
 fn job(model: &Path, batch: usize, workers: usize, extra: &[(&str, &str)]) -> OptMl {
     let ml = OptMl::new();
-    ml.add_channel_file("train", "train.csv", separable_csv(150, 1));
+    let rows = extra
+        .iter()
+        .find(|(k, _)| *k == "test_train_rows")
+        .map_or(150, |(_, v)| v.parse().unwrap());
+    ml.add_channel_file("train", "train.csv", separable_csv(rows, 1));
     ml.add_channel_file("validation", "val.csv", separable_csv(41, 2));
     let (batch, workers, port) = (
         batch.to_string(),
@@ -70,7 +74,7 @@ fn job(model: &Path, batch: usize, workers: usize, extra: &[(&str, &str)]) -> Op
         ("dist_port", port.as_str()),
         ("dist_timeout", "60"),
     ];
-    hp.extend_from_slice(extra);
+    hp.extend(extra.iter().filter(|(k, _)| !k.starts_with("test_")));
     ml.write_hyperparameters(&hp);
     ml
 }
@@ -204,6 +208,32 @@ fn two_workers_train_what_one_process_with_twice_the_batch_trains() {
     };
     let (pm, sm) = (metrics(&pair), metrics(&single));
     assert_eq!(pm["eval_accuracy"], sm["eval_accuracy"], "{pm}\n{sm}");
+}
+
+#[test]
+fn three_workers_with_class_weights_accumulation_and_a_ragged_last_batch_match_one_process() {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let model = model_without_dropout(scratch.path());
+    // 149 rows in global batches of 15: the last batch of 14 splits 4/5/5 over the ranks;
+    // pairs of batches make one optimizer step, and the balanced class weights make each
+    // batch's loss a weighted mean whose normaliser spans all ranks.
+    let extra = [
+        ("test_train_rows", "149"),
+        ("epochs", "2"),
+        ("class_weights", "balanced"),
+        ("label_smoothing", "0.1"),
+        ("gradient_accumulation_steps", "2"),
+    ];
+    let trio = job(&model, 5, 3, &extra);
+    trio.assert_trained();
+    let single = job(&model, 15, 1, &extra);
+    single.assert_trained();
+    assert_eq!(summary(&trio)["world_size"], 3);
+    assert_eq!(summary(&trio)["global_steps"], 10);
+    assert_eq!(summary(&single)["global_steps"], 10);
+    let (diff, name, _) =
+        max_relative_difference(&weights(&trio.model_dir()), &weights(&single.model_dir()));
+    assert!(diff <= 1e-5, "three workers vs one process: {name} differs by {diff:e}");
 }
 
 /// A started `txcat train` whose stderr is collected on a thread; lines also arrive on `lines`.
