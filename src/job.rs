@@ -666,7 +666,8 @@ pub fn run_train(paths: &Paths, args: &TrainArgs) -> Result<(), JobError> {
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     tracing::info!("hyperparameters: {}", resolved.join(" "));
-    match sagemaker::read_resource_config(&paths.resource_config_file)? {
+    let resource_config = sagemaker::read_resource_config(&paths.resource_config_file)?;
+    match &resource_config {
         Some(rc) => {
             tracing::info!(current_host = %rc.current_host, hosts = ?rc.hosts, rank = ?rc.host_rank(), instance_type = ?rc.current_instance_type, "resource config")
         }
@@ -677,10 +678,10 @@ pub fn run_train(paths: &Paths, args: &TrainArgs) -> Result<(), JobError> {
     // A dry run checks as one process (and on any machine, so it resolves no device here).
     let role = match args.dry_run {
         true => Role::Single,
-        false => launch::role(&hp)?,
+        false => launch::role(&hp, resource_config.as_ref())?,
     };
     let data_parallel = match role {
-        Role::Launcher { workers } => return Ok(launch::run_workers(&hp, workers)?),
+        Role::Launcher(plan) => return Ok(launch::run_workers(&hp, &plan)?),
         Role::Worker(env) => Some(distributed::connect(&env, &hp)?),
         Role::Single => None,
     };

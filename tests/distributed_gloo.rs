@@ -233,7 +233,10 @@ fn three_workers_with_class_weights_accumulation_and_a_ragged_last_batch_match_o
     assert_eq!(summary(&single)["global_steps"], 10);
     let (diff, name, _) =
         max_relative_difference(&weights(&trio.model_dir()), &weights(&single.model_dir()));
-    assert!(diff <= 1e-5, "three workers vs one process: {name} differs by {diff:e}");
+    assert!(
+        diff <= 1e-5,
+        "three workers vs one process: {name} differs by {diff:e}"
+    );
 }
 
 /// A started `txcat train` whose stderr is collected on a thread; lines also arrive on `lines`.
@@ -414,4 +417,126 @@ fn sigterm_stops_every_worker_after_one_checkpoint_and_the_rerun_finishes_like_a
         diff <= 1e-5,
         "resumed vs uninterrupted: {name} differs by {diff:e}"
     );
+}
+
+/// A host's tree for a two-host run: its own `/opt/ml` with its own resourceconfig.json (hosts
+/// deliberately unsorted: every host sorts them).
+fn host_job(model: &Path, name: &str, port: &str, extra: &[(&str, &str)]) -> OptMl {
+    let mut all = vec![("dist_port", port)];
+    all.extend_from_slice(extra);
+    let ml = job(model, 8, 1, &all);
+    ml.write_config(
+        "resourceconfig.json",
+        &serde_json::json!({
+            "current_host": name,
+            "hosts": ["algo-2", "algo-1"],
+            "network_interface_name": "eth-not-here",
+        })
+        .to_string(),
+    );
+    ml
+}
+
+fn start_host(ml: &OptMl) -> std::process::Child {
+    ml.command()
+        .arg("train")
+        .env("TXCAT_HOST_ADDRESSES", "algo-1=127.0.0.1,algo-2=127.0.0.2")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start txcat")
+}
+
+fn wait_output(child: std::process::Child, limit: Duration) -> std::process::Output {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("a host still runs after {limit:?}"))
+        .expect("wait")
+}
+
+/// Loopback addresses other than 127.0.0.1 are usable (Linux routes all of 127/8 to `lo`).
+fn second_loopback_usable() -> bool {
+    match std::net::TcpListener::bind("127.0.0.2:0") {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("skipping the two-host case: cannot bind 127.0.0.2 ({e})");
+            false
+        }
+    }
+}
+
+#[test]
+fn two_hosts_on_two_loopback_addresses_train_like_one_process_and_only_the_master_writes() {
+    if !second_loopback_usable() {
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("scratch");
+    let model = model_without_dropout(scratch.path());
+    let port = free_port().to_string();
+    let (first, second) = (
+        host_job(&model, "algo-1", &port, &[]),
+        host_job(&model, "algo-2", &port, &[]),
+    );
+    // The second host comes up first: the master's name is only needed in the mapping.
+    let b = start_host(&second);
+    let a = start_host(&first);
+    let (a, b) = (
+        wait_output(a, Duration::from_secs(180)),
+        wait_output(b, Duration::from_secs(180)),
+    );
+    assert_eq!(a.status.code(), Some(0), "algo-1\n{}", common::describe(&a));
+    assert_eq!(b.status.code(), Some(0), "algo-2\n{}", common::describe(&b));
+    let b_log = common::describe(&b);
+    assert!(
+        b_log.contains("node_rank=1") && b_log.contains("127.0.0.1:"),
+        "algo-2 did not join as node 1 of the master's group\n{b_log}"
+    );
+    assert!(
+        second.model_dir_is_empty(),
+        "only global rank 0 writes the model"
+    );
+    assert!(!second.path("output/data/run_summary.json").exists());
+    assert_eq!(summary(&first)["world_size"], 2);
+
+    let single = job(&model, 16, 1, &[]);
+    single.assert_trained();
+    assert_eq!(
+        summary(&first)["global_steps"],
+        summary(&single)["global_steps"]
+    );
+    let (diff, name, _) =
+        max_relative_difference(&weights(&first.model_dir()), &weights(&single.model_dir()));
+    assert!(
+        diff <= 1e-5,
+        "two hosts vs one process: {name} differs by {diff:e}"
+    );
+}
+
+#[test]
+fn a_host_that_never_joins_fails_the_master_within_dist_timeout() {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let model = model_without_dropout(scratch.path());
+    let port = free_port().to_string();
+    let alone = host_job(&model, "algo-1", &port, &[("dist_timeout", "4")]);
+    let started = Instant::now();
+    let out = wait_output(start_host(&alone), Duration::from_secs(90));
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    let text = alone.assert_failed(
+        &out,
+        1,
+        &[
+            "rank 0 of 2 on host algo-1",
+            "rendezvous",
+            "failed on rank 0 of 2",
+        ],
+    );
+    eprintln!("failure line: {text}");
+    assert!(text.contains(&port), "{text}");
 }

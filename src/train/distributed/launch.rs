@@ -1,8 +1,16 @@
-//! One host, several workers, no launcher needed: when a run wants more than one worker,
-//! `txcat train` re-executes itself once per worker with torchrun's variables (`RANK`,
-//! `LOCAL_RANK`, `WORLD_SIZE`, `LOCAL_WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`), forwards
-//! SIGTERM/SIGINT to them and fails when any of them fails. A process started with those
-//! variables (by this launcher, or by torchrun itself) is a worker.
+//! Several workers, no launcher needed: when a run wants more than one worker, `txcat train`
+//! re-executes itself once per worker on this host with torchrun's variables (`RANK`,
+//! `LOCAL_RANK`, `WORLD_SIZE`, `LOCAL_WORLD_SIZE`, `GROUP_RANK`, `MASTER_ADDR`, `MASTER_PORT`),
+//! forwards SIGTERM/SIGINT to them and fails when any of them fails. A process started with
+//! those variables (by this launcher, or by torchrun itself) is a worker.
+//!
+//! Several hosts come from `resourceconfig.json`, as SageMaker's toolkit reads it: the sorted
+//! `hosts`, the master is the first, this host's node rank is the index of `current_host`, and
+//! every host runs the same number of workers. Host names resolve through DNS with retries
+//! (hosts come up at different times), or through `TXCAT_HOST_ADDRESSES=algo-1=ADDR,...`
+//! (tests, on-premises); `network_interface_name` becomes `GLOO_SOCKET_IFNAME` /
+//! `NCCL_SOCKET_IFNAME` unless the current host has an address in that mapping, which Gloo
+//! then binds to.
 //!
 //! Like `sagemaker`, this module reads the process environment: the launch contract is
 //! torchrun's. Invariants: the launcher returns only after every worker has exited (those still
@@ -17,11 +25,16 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::hyperparams::Hyperparameters;
+use crate::sagemaker::ResourceConfig;
 use crate::train::device::{resolve_device, DeviceError};
 
 /// Where a worker writes its failure reason (instead of `output/failure`, which the launcher
 /// writes once for the whole job).
 pub const WORKER_FAILURE_VAR: &str = "TXCAT_WORKER_FAILURE";
+/// `algo-1=ADDR,algo-2=ADDR`: host names to addresses, instead of DNS.
+pub const HOST_ADDRESSES_VAR: &str = "TXCAT_HOST_ADDRESSES";
+/// The address a worker's Gloo transport binds to (set by the launcher from the mapping above).
+pub const GLOO_HOSTNAME_VAR: &str = "TXCAT_GLOO_HOSTNAME";
 
 /// The most a launcher waits, after the first worker failed, for the others to fail on their own
 /// (a dead peer makes their next collective fail at once; a hung one within `dist_timeout`).
@@ -48,6 +61,14 @@ pub enum LaunchError {
     Wait(std::io::Error),
     #[error("{summary}")]
     WorkerFailed { summary: String, code: i32 },
+    #[error("{HOST_ADDRESSES_VAR}: `{entry}` is not NAME=ADDRESS; write e.g. algo-1=10.0.0.1,algo-2=10.0.0.2")]
+    BadHostAddresses { entry: String },
+    #[error("cannot resolve the master host `{host}` for data-parallel training after {seconds} s of retries: {message}; check the hosts in resourceconfig.json, DNS, or set {HOST_ADDRESSES_VAR}")]
+    Resolve {
+        host: String,
+        seconds: u64,
+        message: String,
+    },
     #[error(transparent)]
     Device(#[from] DeviceError),
     #[error(transparent)]
@@ -59,7 +80,7 @@ impl LaunchError {
     pub fn exit_code(&self) -> i32 {
         match self {
             LaunchError::WorkerFailed { code, .. } => *code,
-            LaunchError::BadVariable { .. } => 2,
+            LaunchError::BadVariable { .. } | LaunchError::BadHostAddresses { .. } => 2,
             _ => 1,
         }
     }
@@ -76,6 +97,8 @@ pub struct WorkerEnv {
     pub master_port: u16,
     /// `GLOO_SOCKET_IFNAME`: the interface Gloo binds to.
     pub gloo_ifname: Option<String>,
+    /// [`GLOO_HOSTNAME_VAR`]: the address Gloo binds to (when no interface is named).
+    pub gloo_hostname: Option<String>,
 }
 
 impl WorkerEnv {
@@ -134,6 +157,7 @@ impl WorkerEnv {
             master_addr: var("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into()),
             master_port,
             gloo_ifname: var("GLOO_SOCKET_IFNAME").filter(|v| !v.is_empty()),
+            gloo_hostname: var(GLOO_HOSTNAME_VAR).filter(|v| !v.is_empty()),
         }))
     }
 
@@ -152,19 +176,115 @@ pub fn worker_failure_file() -> Option<PathBuf> {
 pub enum Role {
     /// One process trains alone.
     Single,
-    /// This process starts `workers` workers on this host and waits for them.
-    Launcher { workers: usize },
+    /// This process starts `plan.workers` workers on this host and waits for them.
+    Launcher(LaunchPlan),
     /// This process is one worker of a data-parallel run.
     Worker(WorkerEnv),
 }
 
-/// Decides the role from the environment and the hyperparameters: a worker when torchrun's
-/// variables are set, else a launcher when `num_processes` (default: the visible GPUs on CUDA,
-/// 1 on the CPU) is above 1.
-pub fn role(hp: &Hyperparameters) -> Result<Role, LaunchError> {
+/// The hosts of a run and this host's place among them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// Sorted; the first is the master.
+    pub hosts: Vec<String>,
+    pub current_host: String,
+    /// Index of `current_host` in `hosts`.
+    pub node_rank: usize,
+    /// `network_interface_name` from resourceconfig.json.
+    pub interface: Option<String>,
+    /// Host name -> address, from [`HOST_ADDRESSES_VAR`].
+    pub addresses: Vec<(String, String)>,
+}
+
+impl Cluster {
+    /// The hosts of `rc` (sorted, as every host must agree on the order) and the address
+    /// mapping `addresses` (the value of [`HOST_ADDRESSES_VAR`]).
+    pub fn new(rc: &ResourceConfig, addresses: Option<&str>) -> Result<Self, LaunchError> {
+        let mut hosts = rc.hosts.clone();
+        hosts.sort();
+        hosts.dedup();
+        let node_rank = hosts
+            .iter()
+            .position(|h| *h == rc.current_host)
+            .unwrap_or(0);
+        let addresses = match addresses {
+            Some(text) => parse_host_addresses(text)?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            hosts,
+            current_host: rc.current_host.clone(),
+            node_rank,
+            interface: rc.network_interface_name.clone().filter(|i| !i.is_empty()),
+            addresses,
+        })
+    }
+
+    /// One host, no resourceconfig.json.
+    pub fn single() -> Self {
+        let rc = ResourceConfig::single_host();
+        Self {
+            hosts: rc.hosts,
+            current_host: rc.current_host,
+            node_rank: 0,
+            interface: None,
+            addresses: Vec::new(),
+        }
+    }
+
+    pub fn is_multi_host(&self) -> bool {
+        self.hosts.len() > 1
+    }
+
+    fn address_of(&self, host: &str) -> Option<&str> {
+        self.addresses
+            .iter()
+            .find(|(h, _)| h == host)
+            .map(|(_, a)| a.as_str())
+    }
+}
+
+/// `algo-1=ADDR,algo-2=ADDR` as pairs.
+pub fn parse_host_addresses(text: &str) -> Result<Vec<(String, String)>, LaunchError> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| match entry.split_once('=') {
+            Some((h, a)) if !h.trim().is_empty() && !a.trim().is_empty() => {
+                Ok((h.trim().to_string(), a.trim().to_string()))
+            }
+            _ => Err(LaunchError::BadHostAddresses {
+                entry: entry.to_string(),
+            }),
+        })
+        .collect()
+}
+
+/// What the launcher starts.
+#[derive(Debug, Clone)]
+pub struct LaunchPlan {
+    /// Workers on this host.
+    pub workers: usize,
+    pub cluster: Cluster,
+}
+
+impl LaunchPlan {
+    pub fn world_size(&self) -> usize {
+        self.workers * self.cluster.hosts.len()
+    }
+}
+
+/// Decides the role from the environment, the hosts and the hyperparameters: a worker when
+/// torchrun's variables are set, else a launcher when the hosts times `num_processes` (default:
+/// the visible GPUs on CUDA, 1 on the CPU) is above 1.
+pub fn role(hp: &Hyperparameters, rc: Option<&ResourceConfig>) -> Result<Role, LaunchError> {
     if let Some(env) = WorkerEnv::from_env()? {
         return Ok(Role::Worker(env));
     }
+    let cluster = match rc {
+        Some(rc) => Cluster::new(rc, std::env::var(HOST_ADDRESSES_VAR).ok().as_deref())?,
+        None => Cluster::single(),
+    };
     let workers = match hp.num_processes {
         Some(n) => n,
         None => match resolve_device(hp.device)? {
@@ -172,11 +292,50 @@ pub fn role(hp: &Hyperparameters) -> Result<Role, LaunchError> {
             _ => 1,
         },
     };
-    Ok(if workers > 1 {
-        Role::Launcher { workers }
+    let plan = LaunchPlan { workers, cluster };
+    Ok(if plan.world_size() > 1 {
+        Role::Launcher(plan)
     } else {
         Role::Single
     })
+}
+
+/// The master's address: from the mapping, else DNS, retried until `timeout` (SageMaker hosts'
+/// names may resolve only once every instance is up).
+fn resolve_master(cluster: &Cluster, port: u16, timeout: Duration) -> Result<String, LaunchError> {
+    if !cluster.is_multi_host() {
+        return Ok("127.0.0.1".into());
+    }
+    let master = &cluster.hosts[0];
+    if let Some(addr) = cluster.address_of(master) {
+        return Ok(addr.to_string());
+    }
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(500);
+    loop {
+        use std::net::ToSocketAddrs;
+        let error = match (master.as_str(), port).to_socket_addrs() {
+            Ok(addrs) => {
+                let all: Vec<_> = addrs.collect();
+                // IPv4 first: Gloo and the store then agree on one family.
+                if let Some(a) = all.iter().find(|a| a.is_ipv4()).or(all.first()) {
+                    return Ok(a.ip().to_string());
+                }
+                "no addresses".to_string()
+            }
+            Err(e) => e.to_string(),
+        };
+        if started.elapsed() >= timeout {
+            return Err(LaunchError::Resolve {
+                host: master.clone(),
+                seconds: started.elapsed().as_secs(),
+                message: error,
+            });
+        }
+        tracing::warn!(host = %master, error = %error, "master host does not resolve yet; retrying");
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// One started worker.
@@ -189,32 +348,58 @@ struct Worker {
     failure_file: PathBuf,
 }
 
-/// Starts `workers` copies of this `txcat train` on this host (master = loopback, port
-/// `dist_port`) and waits for all of them; forwards SIGTERM/SIGINT.
-pub fn run_workers(hp: &Hyperparameters, workers: usize) -> Result<(), LaunchError> {
+/// Starts `plan.workers` copies of this `txcat train` on this host (global ranks
+/// `node_rank * workers ..`; master = the first host, port `dist_port`) and waits for all of
+/// them; forwards SIGTERM/SIGINT.
+pub fn run_workers(hp: &Hyperparameters, plan: &LaunchPlan) -> Result<(), LaunchError> {
     let exe = std::env::current_exe().map_err(LaunchError::Exe)?;
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let stop = crate::signals::install()?;
+    let (workers, world, cluster) = (plan.workers, plan.world_size(), &plan.cluster);
+    let master = resolve_master(cluster, hp.dist_port, Duration::from_secs(hp.dist_timeout))?;
     let scratch = tempfile::tempdir().map_err(LaunchError::Wait)?;
     let cpu_threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     tracing::info!(
         workers,
-        master_port = hp.dist_port,
+        world_size = world,
+        host = %cluster.current_host,
+        node_rank = cluster.node_rank,
+        master = %format!("{master}:{}", hp.dist_port),
         "starting data-parallel workers on this host"
     );
     let mut started: Vec<Worker> = Vec::with_capacity(workers);
-    for rank in 0..workers {
+    for local in 0..workers {
+        let rank = cluster.node_rank * workers + local;
         let failure_file = scratch.path().join(format!("rank-{rank}.failure"));
         let mut cmd = Command::new(&exe);
         cmd.args(&args)
             .env("RANK", rank.to_string())
-            .env("LOCAL_RANK", rank.to_string())
-            .env("WORLD_SIZE", workers.to_string())
+            .env("LOCAL_RANK", local.to_string())
+            .env("WORLD_SIZE", world.to_string())
             .env("LOCAL_WORLD_SIZE", workers.to_string())
-            .env("GROUP_RANK", "0")
-            .env("MASTER_ADDR", "127.0.0.1")
+            .env("GROUP_RANK", cluster.node_rank.to_string())
+            .env("MASTER_ADDR", &master)
             .env("MASTER_PORT", hp.dist_port.to_string())
             .env(WORKER_FAILURE_VAR, &failure_file);
+        if cluster.is_multi_host() {
+            match (
+                cluster.address_of(&cluster.current_host),
+                &cluster.interface,
+            ) {
+                (Some(addr), _) => {
+                    cmd.env(GLOO_HOSTNAME_VAR, addr);
+                }
+                (None, Some(iface)) => {
+                    if std::env::var_os("GLOO_SOCKET_IFNAME").is_none() {
+                        cmd.env("GLOO_SOCKET_IFNAME", iface);
+                    }
+                    if std::env::var_os("NCCL_SOCKET_IFNAME").is_none() {
+                        cmd.env("NCCL_SOCKET_IFNAME", iface);
+                    }
+                }
+                (None, None) => {}
+            }
+        }
         // Workers share the cores: without num_threads, split them as torchrun's OMP_NUM_THREADS
         // advice does, instead of every worker spinning up one thread per core.
         if hp.num_threads.is_none() && std::env::var_os("OMP_NUM_THREADS").is_none() {
@@ -250,7 +435,10 @@ pub fn run_workers(hp: &Hyperparameters, workers: usize) -> Result<(), LaunchErr
         }
     }
     supervise(&mut started, &stop, grace(hp))?;
-    summarize(&started, workers)
+    let host = cluster
+        .is_multi_host()
+        .then(|| format!(" on host {}", cluster.current_host));
+    summarize(&started, world, host.as_deref().unwrap_or(""))
 }
 
 fn grace(hp: &Hyperparameters) -> Duration {
@@ -303,8 +491,9 @@ fn kill_all(workers: &mut [Worker]) {
     }
 }
 
-/// Ok when every worker succeeded; else one line naming the rank that failed first.
-fn summarize(workers: &[Worker], world: usize) -> Result<(), LaunchError> {
+/// Ok when every worker succeeded; else one line naming the rank (and `host`, e.g.
+/// " on host algo-2") that failed first.
+fn summarize(workers: &[Worker], world: usize, host: &str) -> Result<(), LaunchError> {
     let failed: Vec<&Worker> = workers
         .iter()
         .filter(|w| w.exited.is_some_and(|(s, _)| !s.success()))
@@ -335,7 +524,7 @@ fn summarize(workers: &[Worker], world: usize) -> Result<(), LaunchError> {
     let summary = match (killed, explained) {
         (Some((w, sig, _)), explained) => {
             let mut s = format!(
-                "data-parallel worker rank {} of {world} was killed by signal {sig}{} (out of memory, or stopped from outside)",
+                "data-parallel worker rank {} of {world}{host} was killed by signal {sig}{} (out of memory, or stopped from outside)",
                 w.rank,
                 signal_suffix(sig)
             );
@@ -345,12 +534,12 @@ fn summarize(workers: &[Worker], world: usize) -> Result<(), LaunchError> {
             s
         }
         (None, Some((rank, r))) => {
-            format!("data-parallel worker rank {rank} of {world} failed: {r}")
+            format!("data-parallel worker rank {rank} of {world}{host} failed: {r}")
         }
         (None, None) => {
             let w = failed[0];
             let status = w.exited.map(|(s, _)| s.to_string()).unwrap_or_default();
-            format!("data-parallel worker rank {} of {world} failed ({status}) without a reason; see its log", w.rank)
+            format!("data-parallel worker rank {} of {world}{host} failed ({status}) without a reason; see its log", w.rank)
         }
     };
     Err(LaunchError::WorkerFailed { summary, code })
@@ -405,12 +594,75 @@ mod tests {
             (env.master_addr.as_str(), env.master_port),
             ("10.0.0.1", 7777)
         );
+        assert_eq!(env.gloo_hostname, None);
         for bad in [
             [("RANK", "2"), ("WORLD_SIZE", "2")],
             [("RANK", "x"), ("WORLD_SIZE", "2")],
             [("RANK", "0"), ("WORLD_SIZE", "0")],
         ] {
             assert!(WorkerEnv::from_vars(vars(&bad)).is_err(), "{bad:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    use super::*;
+
+    fn rc(current: &str, hosts: &[&str]) -> ResourceConfig {
+        ResourceConfig {
+            current_host: current.into(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            network_interface_name: Some("eth0".into()),
+            current_instance_type: None,
+            current_group_name: None,
+        }
+    }
+
+    #[test]
+    fn hosts_are_sorted_and_the_node_rank_is_the_current_hosts_index() {
+        let c = Cluster::new(&rc("algo-1", &["algo-2", "algo-1"]), None).unwrap();
+        assert_eq!(c.hosts, vec!["algo-1", "algo-2"]);
+        assert_eq!(c.node_rank, 0);
+        let c = Cluster::new(&rc("algo-2", &["algo-2", "algo-1"]), None).unwrap();
+        assert_eq!(c.node_rank, 1);
+        assert!(c.is_multi_host());
+        assert_eq!(c.interface.as_deref(), Some("eth0"));
+        let plan = LaunchPlan {
+            workers: 4,
+            cluster: c,
+        };
+        assert_eq!(plan.world_size(), 8);
+    }
+
+    #[test]
+    fn the_master_address_comes_from_the_mapping_or_dns() {
+        let mapped = Cluster::new(
+            &rc("algo-2", &["algo-1", "algo-2"]),
+            Some("algo-1=10.1.2.3, algo-2=10.1.2.4"),
+        )
+        .unwrap();
+        assert_eq!(mapped.address_of("algo-2"), Some("10.1.2.4"));
+        let t = Duration::from_secs(1);
+        assert_eq!(resolve_master(&mapped, 7777, t).unwrap(), "10.1.2.3");
+        let local = Cluster::new(&rc("localhost", &["localhost", "zz-other"]), None).unwrap();
+        let addr = resolve_master(&local, 7777, t).unwrap();
+        assert!(
+            addr.parse::<std::net::IpAddr>().unwrap().is_loopback(),
+            "{addr}"
+        );
+        assert_eq!(
+            resolve_master(&Cluster::single(), 7777, t).unwrap(),
+            "127.0.0.1"
+        );
+        let started = Instant::now();
+        // `.invalid` never resolves (RFC 2606), so this retries until the timeout.
+        let unknown = Cluster::new(&rc("b", &["a.invalid", "b"]), Some("b=10.0.0.2")).unwrap();
+        let err = resolve_master(&unknown, 7777, Duration::from_millis(1200)).unwrap_err();
+        assert!(err.to_string().contains("`a.invalid`"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(20));
+        for bad in ["algo-1", "algo-1=", "=10.0.0.1"] {
+            assert!(parse_host_addresses(bad).is_err(), "{bad}");
         }
     }
 }

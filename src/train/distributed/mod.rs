@@ -121,7 +121,18 @@ pub fn connect(env: &WorkerEnv, hp: &Hyperparameters) -> Result<DataParallel, Di
         env.rank == 0,
         env.world_size,
         timeout,
-    )?;
+    )
+    .map_err(|e| match e {
+        // Name the rank: on several hosts the failure lines must say who waited for whom.
+        DistError::Store { address, message } => DistError::Collective {
+            rank: env.rank,
+            world: env.world_size,
+            phase: format!("rendezvous at {address} (TCPStore)"),
+            message,
+            timeout_s: timeout.as_secs(),
+        },
+        other => other,
+    })?;
     // Namespaced, so later groups (or other tools) can share the store.
     let pg_store = store.prefixed("txcat/default_pg")?;
     let group = match device {
@@ -129,10 +140,13 @@ pub fn connect(env: &WorkerEnv, hp: &Hyperparameters) -> Result<DataParallel, Di
             ProcessGroup::nccl(&pg_store, env.rank, env.world_size, gpu, timeout)?
         }
         _ => {
-            let gloo_device = match &env.gloo_ifname {
-                Some(ifname) => GlooDevice::Interface(ifname.clone()),
-                None if is_loopback(&env.master_addr) => GlooDevice::Hostname("127.0.0.1".into()),
-                None => GlooDevice::Default,
+            let gloo_device = match (&env.gloo_ifname, &env.gloo_hostname) {
+                (Some(ifname), _) => GlooDevice::Interface(ifname.clone()),
+                (None, Some(addr)) => GlooDevice::Hostname(addr.clone()),
+                (None, None) if is_loopback(&env.master_addr) => {
+                    GlooDevice::Hostname("127.0.0.1".into())
+                }
+                (None, None) => GlooDevice::Default,
             };
             ProcessGroup::gloo(&pg_store, env.rank, env.world_size, &gloo_device, timeout)?
         }
