@@ -911,10 +911,7 @@ fn fit_loop<M: ClassifierModel>(
                                     -100,
                                     hp.label_smoothing,
                                 )?
-                                .f_div_scalar(
-                                    global_denominator(&rank_plan[batch_index])
-                                        * (global_rows as f64 / b.rows as f64),
-                                )?,
+                                .f_div_scalar(global_denominator(&epoch_plan[batch_index]))?,
                             global_rows as f64 / group_rows as f64,
                         ),
                     };
