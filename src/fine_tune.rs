@@ -304,6 +304,10 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
         eval_set.num_tokens()
     );
 
+    if let Some(dp) = &data_parallel {
+        let digest = data_digest(hp, data.labels.id2label(), &train_set, &eval_set);
+        dp.check_agreement("labels, rows or hyperparameters", &digest)?;
+    }
     if let Some(kind) = precision_kind(precision) {
         model.set_compute_kind(Some(kind));
     }
@@ -486,6 +490,32 @@ fn publish_report(r: &ReportInputs<'_>) {
         log: &log,
         examples,
     });
+}
+
+/// What every data-parallel rank must agree on: the resolved hyperparameters, the label names,
+/// and each row's label and token count on both sides.
+fn data_digest(
+    hp: &Hyperparameters,
+    labels: &[String],
+    train: &TokenizedSet,
+    eval: &TokenizedSet,
+) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for (k, v) in hp.resolved_pairs() {
+        bytes.extend_from_slice(format!("{k}={v}\0").as_bytes());
+    }
+    for label in labels {
+        bytes.extend_from_slice(label.as_bytes());
+        bytes.push(0);
+    }
+    for set in [train, eval] {
+        bytes.extend_from_slice(&(set.len() as u64).to_le_bytes());
+        for (&label, &len) in set.labels().iter().zip(&set.lengths()) {
+            bytes.extend_from_slice(&label.to_le_bytes());
+            bytes.extend_from_slice(&(len as u64).to_le_bytes());
+        }
+    }
+    bytes
 }
 
 fn baseline_rows(texts: &LabelledTexts) -> baseline::Rows<'_> {

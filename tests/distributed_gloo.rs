@@ -540,3 +540,29 @@ fn a_host_that_never_joins_fails_the_master_within_dist_timeout() {
     eprintln!("failure line: {text}");
     assert!(text.contains(&port), "{text}");
 }
+
+#[test]
+fn hosts_with_different_rows_fail_before_training_instead_of_training_apart() {
+    if !second_loopback_usable() {
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("scratch");
+    let model = model_without_dropout(scratch.path());
+    let port = free_port().to_string();
+    let first = host_job(&model, "algo-1", &port, &[]);
+    // What ShardedByS3Key would do: the second host sees other rows.
+    let second = host_job(&model, "algo-2", &port, &[("test_train_rows", "120")]);
+    let b = start_host(&second);
+    let a = start_host(&first);
+    let (a, b) = (
+        wait_output(a, Duration::from_secs(120)),
+        wait_output(b, Duration::from_secs(120)),
+    );
+    for (ml, out) in [(&first, &a), (&second, &b)] {
+        ml.assert_failed(
+            out,
+            1,
+            &["see other labels, rows or hyperparameters", "[1] of 2"],
+        );
+    }
+}

@@ -44,6 +44,12 @@ pub enum DistError {
     },
     #[error("distributed training on GPUs: this txcat was built without ProcessGroupNCCL (it needs NCCL and full CUDA runtime headers at build time); rebuild with CUDA_HOME set, or train with device=cpu")]
     NoNccl,
+    #[error("distributed training: rank(s) {ranks:?} of {world} see other {what} than rank 0; every host must read the same data and hyperparameters (S3DistributionType=FullyReplicated: ShardedByS3Key channels are not supported yet)")]
+    Disagree {
+        what: String,
+        ranks: Vec<usize>,
+        world: usize,
+    },
     #[error("distributed training: {0}")]
     Invalid(String),
     #[error(transparent)]
@@ -84,6 +90,30 @@ impl DataParallel {
 
     pub fn device(&self) -> Device {
         self.device
+    }
+
+    /// Fails on every rank unless every rank passed the same `bytes` (compared by SHA-256):
+    /// training splits one data set, so all ranks must hold the same one.
+    pub fn check_agreement(&self, what: &str, bytes: &[u8]) -> Result<(), DistError> {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(bytes);
+        let words: Vec<i64> = digest
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        let all = self
+            .group
+            .all_gather_i64(&words, &format!("comparing {what} across ranks"))?;
+        let ranks: Vec<usize> = (1..all.len()).filter(|&r| all[r] != all[0]).collect();
+        if ranks.is_empty() {
+            Ok(())
+        } else {
+            Err(DistError::Disagree {
+                what: what.to_string(),
+                ranks,
+                world: self.world(),
+            })
+        }
     }
 
     /// This rank's contiguous share of a global batch: `rows` cut into `world` runs whose
