@@ -566,3 +566,17 @@ fn hosts_with_different_rows_fail_before_training_instead_of_training_apart() {
         );
     }
 }
+
+#[test]
+fn a_bad_input_in_the_workers_fails_the_job_with_their_exit_status_and_reason() {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let model = model_without_dropout(scratch.path());
+    let ml = job(&model, 8, 2, &[]);
+    std::fs::remove_dir_all(ml.path("input/data/train")).expect("remove train channel");
+    let out = ml.run(&["train"]);
+    let text = ml.assert_failed(&out, 2, &["rank 0 of 2 failed", "no `train` channel"]);
+    assert!(
+        !text.contains("rank 1"),
+        "rank 0's reason is the one reported: {text}"
+    );
+}
