@@ -133,6 +133,9 @@ pub struct AdamW {
     grads: Grads,
     /// Host path: the clipping factor for the pending gradients, applied by the update.
     host_grad_scale: f32,
+    /// Host path, data-parallel: the buffer the dense gradients are summed in, kept across steps
+    /// (the pending gradients are views of it until the update).
+    reduce_buf: Option<Tensor>,
 }
 
 /// Gradient storage of the two update paths.
@@ -226,6 +229,7 @@ impl AdamW {
             step: 0,
             grads,
             host_grad_scale: 1.0,
+            reduce_buf: None,
         };
         for i in 0..optim.slots.len() {
             optim.bind_param(i)?;
@@ -723,18 +727,25 @@ impl AdamW {
             .map(|(_, s)| s.numel)
             .sum();
         let host = (Kind::Float, Device::Cpu);
-        let mut buf = Tensor::f_zeros([dense + table_rows], host)?;
+        let mut buf = match self.reduce_buf.take() {
+            Some(b) if b.numel() as i64 == dense + table_rows => b,
+            _ => Tensor::f_empty([dense + table_rows], host)?,
+        };
         let mut offset = 0i64;
         for (i, slot) in self.slots.iter().enumerate() {
             if Some(i) == lazy_slot {
                 continue;
             }
-            if let Some(g) = &pending[i] {
-                buf.f_narrow(0, offset, slot.numel)?
-                    .f_copy_(&g.f_reshape([-1])?)?;
-            }
+            let mut part = buf.f_narrow(0, offset, slot.numel)?;
+            match &pending[i] {
+                Some(g) => part.f_copy_(&g.f_reshape([-1])?)?,
+                None => {
+                    let _ = part.f_zero_()?;
+                }
+            };
             offset += slot.numel;
         }
+        let _ = buf.f_narrow(0, dense, table_rows)?.f_zero_()?;
         let local_rows = match lazy_slot.and_then(|s| pending[s].as_ref()) {
             Some(g) => Some(g.f_indices()?.f_reshape([-1])?),
             None => None,
@@ -756,6 +767,8 @@ impl AdamW {
             );
             offset += slot.numel;
         }
+        // Reused next step: by then the update has dropped the views handed out above.
+        self.reduce_buf = Some(buf.shallow_clone());
         if let Some(s) = lazy_slot {
             let touched = buf.f_narrow(0, dense, table_rows)?.f_gt(0.0)?;
             // Sorted row ids, so the summed gradient is already coalesced.
