@@ -580,3 +580,79 @@ fn a_bad_input_in_the_workers_fails_the_job_with_their_exit_status_and_reason() 
         "rank 0's reason is the one reported: {text}"
     );
 }
+
+/// inputdataconfig.json with `train` split across hosts and `validation` on every host.
+fn sharded_train_config() -> String {
+    serde_json::json!({
+        "train": {"ContentType": "text/csv", "TrainingInputMode": "File",
+                  "S3DistributionType": "ShardedByS3Key", "RecordWrapperType": "None"},
+        "validation": {"ContentType": "text/csv", "TrainingInputMode": "File",
+                       "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"},
+    })
+    .to_string()
+}
+
+#[test]
+fn sharded_by_s3_key_rows_are_gathered_so_two_hosts_train_like_one_process_on_all_shards() {
+    if !second_loopback_usable() {
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("scratch");
+    let model = model_without_dropout(scratch.path());
+    let port = free_port().to_string();
+    // Each host's shard: different rows, and a label only the second host has.
+    let all = separable_csv(150, 1);
+    let mut lines: Vec<&str> = all.lines().collect();
+    let header = lines.remove(0);
+    let (a_rows, b_rows) = lines.split_at(80);
+    let shard = |rows: &[&str], extra: &str| format!("{header}\n{}\n{extra}", rows.join("\n"));
+    let extra_b = "refund from the bakery 12,refunds\nrefund card 4411,refunds\n";
+    let (a_csv, b_csv) = (shard(a_rows, ""), shard(b_rows, extra_b));
+    let hosts: Vec<OptMl> = ["algo-1", "algo-2"]
+        .iter()
+        .zip([&a_csv, &b_csv])
+        .map(|(name, csv)| {
+            let ml = host_job(&model, name, &port, &[]);
+            ml.add_channel_file("train", "train.csv", csv);
+            ml.write_config("inputdataconfig.json", &sharded_train_config());
+            ml
+        })
+        .collect();
+    let b = start_host(&hosts[1]);
+    let a = start_host(&hosts[0]);
+    let (a, b) = (
+        wait_output(a, Duration::from_secs(180)),
+        wait_output(b, Duration::from_secs(180)),
+    );
+    assert_eq!(a.status.code(), Some(0), "algo-1\n{}", common::describe(&a));
+    assert_eq!(b.status.code(), Some(0), "algo-2\n{}", common::describe(&b));
+    assert!(hosts[1].model_dir_is_empty());
+
+    // One process on both shards, in host order.
+    let single = job(&model, 16, 1, &[]);
+    single.add_channel_file(
+        "train",
+        "train.csv",
+        format!("{a_csv}{}", &b_csv[header.len() + 1..]),
+    );
+    single.assert_trained();
+    let labels = |ml: &OptMl| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(ml.model_dir().join("labels.json")).unwrap())
+            .unwrap()
+    };
+    let union = labels(&hosts[0]);
+    assert_eq!(union["id2label"], labels(&single)["id2label"]);
+    assert!(union["id2label"].to_string().contains("refunds"), "{union}");
+    let first = &hosts[0];
+    assert_eq!(summary(first)["train_rows"], 152);
+    assert_eq!(
+        summary(first)["global_steps"],
+        summary(&single)["global_steps"]
+    );
+    let (diff, name, _) =
+        max_relative_difference(&weights(&first.model_dir()), &weights(&single.model_dir()));
+    assert!(
+        diff <= 1e-5,
+        "sharded hosts vs one process: {name} differs by {diff:e}"
+    );
+}

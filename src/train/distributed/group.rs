@@ -253,22 +253,38 @@ impl ProcessGroup {
 
     /// Every rank's `values`, in rank order (each rank may pass a different length).
     pub fn all_gather_i64(&self, values: &[i64], phase: &str) -> Result<Vec<Vec<i64>>, DistError> {
+        self.all_gather_vec(values, phase)
+    }
+
+    /// Every rank's `bytes`, in rank order (each rank may pass a different length).
+    pub fn all_gather_bytes(&self, bytes: &[u8], phase: &str) -> Result<Vec<Vec<u8>>, DistError> {
+        self.all_gather_vec(bytes, phase)
+    }
+
+    /// Lengths first, then the values padded to the longest.
+    fn all_gather_vec<T: tch::kind::Element + Copy + Default>(
+        &self,
+        values: &[T],
+        phase: &str,
+    ) -> Result<Vec<Vec<T>>, DistError> {
         let torch = |e: tch::TchError| self.error(phase, e.to_string());
-        let on = |v: &[i64]| Tensor::f_from_slice(v).and_then(|t| t.f_to_device(self.scratch));
-        let lens = self.all_gather(&on(&[values.len() as i64]).map_err(torch)?, phase)?;
-        let lens = Vec::<i64>::try_from(lens.f_reshape([-1]).map_err(torch)?).map_err(torch)?;
-        let longest = lens.iter().copied().max().unwrap_or(0);
+        let on = |t: Tensor| t.f_to_device(self.scratch);
+        let host = |t: Tensor| t.f_reshape([-1]).and_then(|t| t.f_to_device(Device::Cpu));
+        let len = on(Tensor::from_slice(&[values.len() as i64])).map_err(torch)?;
+        let lens = self.all_gather(&len, phase)?;
+        let lens = Vec::<i64>::try_from(host(lens).map_err(torch)?).map_err(torch)?;
+        let longest = lens.iter().copied().max().unwrap_or(0) as usize;
+        if longest == 0 {
+            return Ok(vec![Vec::new(); lens.len()]);
+        }
         let mut padded = values.to_vec();
-        padded.resize(longest as usize, 0);
-        let all = self.all_gather(&on(&padded).map_err(torch)?, phase)?;
-        let flat = Vec::<i64>::try_from(all.f_reshape([-1]).map_err(torch)?).map_err(torch)?;
+        padded.resize(longest, T::default());
+        let all = self.all_gather(&on(Tensor::from_slice(&padded)).map_err(torch)?, phase)?;
+        let flat = Vec::<T>::try_from(host(all).map_err(torch)?).map_err(torch)?;
         Ok(lens
             .iter()
             .enumerate()
-            .map(|(r, &n)| {
-                let start = r * longest as usize;
-                flat[start..start + n as usize].to_vec()
-            })
+            .map(|(r, &n)| flat[r * longest..r * longest + n as usize].to_vec())
             .collect())
     }
 

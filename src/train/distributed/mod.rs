@@ -44,7 +44,7 @@ pub enum DistError {
     },
     #[error("distributed training on GPUs: this txcat was built without ProcessGroupNCCL (it needs NCCL and full CUDA runtime headers at build time); rebuild with CUDA_HOME set, or train with device=cpu")]
     NoNccl,
-    #[error("distributed training: rank(s) {ranks:?} of {world} see other {what} than rank 0; every host must read the same data and hyperparameters (S3DistributionType=FullyReplicated: ShardedByS3Key channels are not supported yet)")]
+    #[error("distributed training: rank(s) {ranks:?} of {world} see other {what} than rank 0; every host must read the same hyperparameters, and each channel must be FullyReplicated or ShardedByS3Key (gathered) in every host's inputdataconfig.json")]
     Disagree {
         what: String,
         ranks: Vec<usize>,
@@ -62,14 +62,58 @@ pub struct DataParallel {
     group: Arc<ProcessGroup>,
     /// The device this worker trains on (`cuda:LOCAL_RANK` on GPUs).
     device: Device,
+    /// This worker's index among its host's workers.
+    local_rank: usize,
 }
 
 impl DataParallel {
-    pub fn new(group: ProcessGroup, device: Device) -> Self {
+    pub fn new(group: ProcessGroup, device: Device, local_rank: usize) -> Self {
         Self {
             group: Arc::new(group),
             device,
+            local_rank,
         }
+    }
+
+    /// Every host's rows of a channel, in host order: the first worker of each host contributes
+    /// the rows its host read (the others read the same ones), so each row counts once.
+    /// Used for `ShardedByS3Key` channels, where each host reads other objects.
+    pub fn gather_host_rows(
+        &self,
+        channel: &str,
+        texts: &[String],
+        labels: &[String],
+    ) -> Result<(Vec<String>, Vec<String>), DistError> {
+        let mut bytes = Vec::new();
+        if self.local_rank == 0 {
+            for (text, label) in texts.iter().zip(labels) {
+                for field in [text, label] {
+                    bytes.extend_from_slice(&(field.len() as u64).to_le_bytes());
+                    bytes.extend_from_slice(field.as_bytes());
+                }
+            }
+        }
+        let phase = format!("gathering the rows of sharded channel `{channel}`");
+        let all = self.group.all_gather_bytes(&bytes, &phase)?;
+        let (mut texts, mut labels) = (Vec::new(), Vec::new());
+        for (rank, part) in all.iter().enumerate() {
+            let bad = || DistError::Invalid(format!("{phase}: rank {rank} sent a torn row"));
+            let mut rest = part.as_slice();
+            while !rest.is_empty() {
+                let mut fields = [String::new(), String::new()];
+                for field in &mut fields {
+                    let (len, tail) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+                    let len = u64::from_le_bytes(*len) as usize;
+                    let text = tail.get(..len).ok_or_else(bad)?;
+                    *field = String::from_utf8(text.to_vec()).map_err(|_| bad())?;
+                    rest = &tail[len..];
+                }
+                let [text, label] = fields;
+                texts.push(text);
+                labels.push(label);
+            }
+        }
+        Ok((texts, labels))
     }
 
     pub fn rank(&self) -> usize {
@@ -182,7 +226,7 @@ pub fn connect(env: &WorkerEnv, hp: &Hyperparameters) -> Result<DataParallel, Di
         }
     };
     tracing::info!(rank = env.rank, backend = ?group.backend(), "data-parallel group ready");
-    Ok(DataParallel::new(group, device))
+    Ok(DataParallel::new(group, device, env.local_rank))
 }
 
 fn is_loopback(addr: &str) -> bool {
@@ -290,6 +334,29 @@ mod tests {
             err.contains("rank 0 of 2") && err.contains("gradient allreduce at step 3"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn host_rows_are_gathered_once_per_host_in_rank_order() {
+        // Ranks 0 and 1 are host A (local ranks 0, 1), rank 2 is host B.
+        let results = on_threads(3, Duration::from_secs(20), |rank, group| {
+            let local_rank = [0, 1, 0][rank];
+            let dp = DataParallel::new(group, Device::Cpu, local_rank);
+            let host = if rank < 2 { "a" } else { "b" };
+            let texts = vec![format!("{host} first"), format!("{host} second, é\0x")];
+            let labels = vec![format!("{host}-label"), "shared".to_string()];
+            let empty: Vec<String> = Vec::new();
+            let none = dp.gather_host_rows("eval", &empty, &empty).unwrap();
+            (dp.gather_host_rows("train", &texts, &labels).unwrap(), none)
+        });
+        for ((texts, labels), none) in results {
+            assert_eq!(
+                texts,
+                ["a first", "a second, é\0x", "b first", "b second, é\0x"]
+            );
+            assert_eq!(labels, ["a-label", "shared", "b-label", "shared"]);
+            assert!(none.0.is_empty() && none.1.is_empty());
+        }
     }
 
     #[test]
