@@ -35,8 +35,9 @@ fn main() {
 }
 
 /// The shim needs Gloo's headers (Debian's libgloo-dev: the wheel ships none) for the transport
-/// device type only; the code itself is libtorch_cpu's. ProcessGroupNCCL is compiled in when the
-/// wheel is a CUDA build with NCCL and CUDA runtime headers next to it (`TXCAT_NCCL=0` opts out).
+/// device type only; the code itself is libtorch_cpu's. ProcessGroupNCCL is compiled in only on
+/// request (`TXCAT_NCCL=1`), for a CUDA wheel with NCCL and full CUDA runtime headers: that path
+/// has not been compiled or run on a GPU machine yet, so it stays out of default builds.
 fn compile_c10d_shim(libtorch: &Path, cuda_wheel: bool) {
     if !Path::new("/usr/include/gloo/config.h").exists() {
         println!(
@@ -71,15 +72,23 @@ fn compile_c10d_shim(libtorch: &Path, cuda_wheel: bool) {
     println!("cargo:rustc-link-lib=dylib=c10");
 }
 
-/// NCCL and CUDA runtime include folders of a CUDA wheel (`site-packages/nvidia/...`).
+/// NCCL and CUDA runtime include folders of a CUDA wheel (`site-packages/nvidia/...`), when
+/// `TXCAT_NCCL=1` asks for them; a cargo warning says why when they are missing.
 fn nccl_includes(libtorch: &Path, cuda_wheel: bool) -> Option<Vec<PathBuf>> {
-    if !cuda_wheel || std::env::var("TXCAT_NCCL").is_ok_and(|v| v == "0") {
+    if std::env::var("TXCAT_NCCL").map_or(true, |v| v != "1") {
         return None;
+    }
+    let skip = |why: String| {
+        println!("cargo:warning=TXCAT_NCCL=1 but {why}: building without ProcessGroupNCCL");
+        None
+    };
+    if !cuda_wheel {
+        return skip("the wheel has no libtorch_cuda.so".into());
     }
     let nvidia = libtorch.parent()?.join("nvidia");
     let nccl = nvidia.join("nccl/include");
     if !nccl.join("nccl.h").exists() {
-        return None;
+        return skip(format!("{} has no nccl.h", nccl.display()));
     }
     // ProcessGroupNCCL.hpp pulls in ATen's CUDA headers, which need the full CUDA runtime
     // headers (crt/ included): the wheels' nvidia/cu13 or nvidia/cuda_runtime lack crt/, so this
@@ -92,8 +101,11 @@ fn nccl_includes(libtorch: &Path, cuda_wheel: bool) -> Option<Vec<PathBuf>> {
     if let Ok(home) = std::env::var("CUDA_HOME") {
         candidates.insert(0, Path::new(&home).join("include"));
     }
-    let runtime = candidates
+    match candidates
         .into_iter()
-        .find(|d| d.join("cuda_runtime_api.h").exists() && d.join("crt/host_config.h").exists())?;
-    Some(vec![nccl, runtime])
+        .find(|d| d.join("cuda_runtime_api.h").exists() && d.join("crt/host_config.h").exists())
+    {
+        Some(runtime) => Some(vec![nccl, runtime]),
+        None => skip("no full CUDA runtime headers were found (set CUDA_HOME)".into()),
+    }
 }

@@ -42,7 +42,7 @@ pub enum DistError {
         message: String,
         timeout_s: u64,
     },
-    #[error("distributed training on GPUs: this txcat was built without ProcessGroupNCCL (it needs NCCL and full CUDA runtime headers at build time); rebuild with CUDA_HOME set, or train with device=cpu")]
+    #[error("distributed training on GPUs: this txcat was built without ProcessGroupNCCL; rebuild with TXCAT_NCCL=1 and CUDA_HOME set (docs/distributed.md), or train with device=cpu")]
     NoNccl,
     #[error("distributed training: rank(s) {ranks:?} of {world} see other {what} than rank 0; every host must read the same hyperparameters, and each channel must be FullyReplicated or ShardedByS3Key (gathered) in every host's inputdataconfig.json")]
     Disagree {
