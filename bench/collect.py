@@ -4,10 +4,10 @@
   collect.py RUN_DIR [--results bench/RESULTS.md] [--no-record] [--note TEXT]
 
 RUN_DIR (or, after `bench/run --repeat N`, each RUN_DIR/round-K) holds, per implementation NAME in
-(txcat, recipe, tuned):
+(txcat, txcat_bf16, recipe, tuned, tuned_bf16):
   NAME.measure.json  wall time and peak RSS measured from outside (measure.py), for all three alike;
   NAME.json          the Python references' own report (reference/common.py);
-  txcat/output/data/run_summary.json, metrics.json, txcat.log  what txcat wrote: values are looked up by
+  NAME/output/data/run_summary.json, metrics.json, NAME.log  what txcat wrote: values are looked up by
                      the key names in TXCAT_KEYS, in that order (the log as `name=value`);
   run.json           the run's settings (written by bench/run, in RUN_DIR).
 With rounds, every figure is the median over the rounds (ratios are ratios of medians) and the
@@ -94,12 +94,16 @@ def from_log(text, names):
     return None
 
 
-def txcat_values(run_dir, ref_for_params):
-    data_dir = os.path.join(run_dir, "txcat", "output", "data")
+TXCATS = ("txcat", "txcat_bf16")
+REFS = ("recipe", "tuned", "tuned_bf16")
+
+
+def txcat_values(run_dir, ref_for_params, name="txcat"):
+    data_dir = os.path.join(run_dir, name, "output", "data")
     summary = load(os.path.join(data_dir, "run_summary.json")) or {}
     metrics = load(os.path.join(data_dir, "metrics.json")) or {}
     try:
-        with open(os.path.join(run_dir, "txcat.log"), errors="replace") as f:
+        with open(os.path.join(run_dir, f"{name}.log"), errors="replace") as f:
             log = f.read()
     except OSError:
         log = ""
@@ -112,6 +116,8 @@ def txcat_values(run_dir, ref_for_params):
     rows = (summary.get("train_rows") or 0) + (summary.get("eval_rows") or 0)
     if not rows:
         rows = (ref_for_params or {}).get("rows_train", 0) + (ref_for_params or {}).get("rows_eval", 0)
+    v["precision"] = summary.get("precision")
+    v["phases"] = summary.get("phases")
     if v.get("preprocess_s") and rows:
         v["preprocess_rows_per_s"] = rows / v["preprocess_s"]
     # Same model and labels as the references, so their parameter count applies.
@@ -159,10 +165,11 @@ def ratio(tx, ref, better):
 
 def round_values(run_dir, impls):
     """(the references' own reports, every implementation's figures) of one round."""
-    refs = {name: load(os.path.join(run_dir, f"{name}.json")) for name in ("recipe", "tuned") if name in impls}
+    refs = {name: load(os.path.join(run_dir, f"{name}.json")) for name in REFS if name in impls}
     values = {name: dict(rep or {}) for name, rep in refs.items()}
-    if "txcat" in impls:
-        values["txcat"] = txcat_values(run_dir, next((r for r in refs.values() if r), None))
+    for name in TXCATS:
+        if name in impls:
+            values[name] = txcat_values(run_dir, next((r for r in refs.values() if r), None), name)
     for name in impls:  # Outside measurements replace self-reported wall time and RSS.
         m = load(os.path.join(run_dir, f"{name}.measure.json"))
         if m:
@@ -207,6 +214,36 @@ def per_token_warnings(values, cols):
     return out
 
 
+def target_lines(values):
+    """Issue 16's targets, each a ratio of figures from this run (medians with rounds)."""
+    def rate(name):
+        return values.get(name, {}).get("train_samples_per_s")
+
+    out = []
+    tx, tuned = rate("txcat"), rate("tuned")
+    if tx and tuned:
+        prec = values["txcat"].get("precision") or "?"
+        out.append(f"- txcat ({prec}, its default) vs tuned fp32: {tx / tuned:.2f}x train samples/s")
+    best_name = max((n for n in ("tuned", "tuned_bf16") if rate(n)), key=rate, default=None)
+    best_tx = max((n for n in TXCATS if rate(n)), key=rate, default=None)
+    if best_name and "txcat" in values and rate("txcat"):
+        out.append(f"- txcat default vs the tuned reference's best ({best_name}): "
+                   f"{rate('txcat') / rate(best_name):.2f}x (target >= 1.3x)")
+    if best_name and best_tx and best_tx != "txcat":
+        out.append(f"- {best_tx} vs the tuned reference's best ({best_name}): {rate(best_tx) / rate(best_name):.2f}x")
+    recipe_loop = values.get("recipe", {}).get("train_s")
+    for name in TXCATS:
+        wall = values.get(name, {}).get("wall_s")
+        if wall and recipe_loop:
+            out.append(f"- {name} whole run (load + tokenize + train + eval + save) vs the recipe's training "
+                       f"loop alone ({recipe_loop:.1f} s): {recipe_loop / wall:.2f}x (target >= 3x)")
+    phases = values.get("txcat", {}).get("phases")
+    if isinstance(phases, dict):
+        parts = [f"{k[:-8]} {v:.2f}" for k, v in phases.items() if k.endswith("_seconds") and isinstance(v, (int, float))]
+        out.append("- txcat phases, seconds (run_summary.json `phases`): " + ", ".join(parts))
+    return ["", "Targets (issue 16):"] + out if out else []
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("run_dir")
@@ -225,29 +262,29 @@ def main() -> int:
     values = {name: median_values([r[1].get(name, {}) for r in rounds]) for name in impls}
     gpu = any(r and r.get("device") == "cuda" for r in refs.values())
 
-    cols = [n for n in ("txcat", "recipe", "tuned") if n in impls]
-    header = ["metric"] + cols
-    if "txcat" in impls:
-        header += [f"txcat vs {r}" for r in cols if r != "txcat"]
+    cols = [n for n in TXCATS + REFS if n in impls]
+    refs_cols = [r for r in cols if r in REFS]
+    # txcat against every reference; its bf16 variant against the bf16 reference.
+    pairs = [("txcat", r) for r in refs_cols if "txcat" in impls]
+    if "txcat_bf16" in impls and "tuned_bf16" in impls:
+        pairs.append(("txcat_bf16", "tuned_bf16"))
+    header = ["metric"] + cols + [f"{a} vs {b}" for a, b in pairs]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for field, label, better, pattern in ROWS:
         if field in ("gpu_peak_mem_mb", "gpu_mem_used_peak_mb", "mfu") and not gpu:
             continue
         cells = [label] + [fmt(values.get(n, {}).get(field), pattern) for n in cols]
-        if "txcat" in impls:
-            tx = values["txcat"].get(field)
-            cells += [ratio(tx, values.get(r, {}).get(field), better) for r in cols if r != "txcat"]
+        cells += [ratio(values.get(a, {}).get(field), values.get(b, {}).get(field), better) for a, b in pairs]
         lines.append("| " + " | ".join(cells) + " |")
     if len(rounds) > 1 and "txcat" in impls:
         lines.append("")
         lines.append(f"Medians of {len(rounds)} rounds (each round ran every implementation in turn).")
-        for r in cols:
-            if r == "txcat":
-                continue
-            per = [ratio(v.get("txcat", {}).get("train_samples_per_s"), v.get(r, {}).get("train_samples_per_s"), "high")
+        for a_, b_ in pairs:
+            per = [ratio(v.get(a_, {}).get("train_samples_per_s"), v.get(b_, {}).get("train_samples_per_s"), "high")
                    for _, v in rounds]
-            lines.append(f"Train samples/s, txcat vs {r}, per round: {', '.join(per)}.")
-    lines += per_token_warnings(values, cols)
+            lines.append(f"Train samples/s, {a_} vs {b_}, per round: {', '.join(per)}.")
+    lines += per_token_warnings(values, [c for c in cols if c in ("recipe", "tuned")])
+    lines += target_lines(values)
     table = "\n".join(lines)
 
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -259,6 +296,7 @@ def main() -> int:
                 f"max_length {run.get('max_length')}, seed {run.get('seed')}, threads {run.get('threads')}; "
                 f"precision recipe/tuned: {(refs.get('recipe') or {}).get('precision', '-')}/"
                 f"{(refs.get('tuned') or {}).get('precision', '-')}; "
+                f"txcat: {(values.get('txcat') or {}).get('precision') or '-'}; "
                 f"torch {any_ref.get('torch', '?')}, transformers {any_ref.get('transformers', '?')}; "
                 f"load average at start/end: {run.get('loadavg_start', '?')} / "
                 f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -188,8 +188,8 @@ impl ModelIdentity {
             hasher.update((name.len() as u64).to_le_bytes());
             hasher.update(name.as_bytes());
             hasher.update(format!("{:?}{:?}", host.dtype, host.shape).as_bytes());
-            hasher.update(&host.bytes);
-            total += host.bytes.len() as u64;
+            hasher.update(host.bytes());
+            total += host.len as u64;
         }
         Ok(Self {
             source: source.to_string(),
@@ -563,7 +563,7 @@ impl CheckpointHook {
 
         let optimizer = ctx
             .optimizer
-            .export_state()
+            .state_views()
             .map_err(|e| corrupt(tmp, format!("exporting the optimizer state failed: {e}")))?;
         let path = tmp.join(OPTIMIZER_FILE);
         let mut moments = Vec::with_capacity(optimizer.vars.len() * 2);
@@ -782,28 +782,40 @@ fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
 }
 
 /// A tensor's bytes on the host, ready for safetensors.
+/// A tensor on its way into a safetensors file. CPU tensors are written from their own memory
+/// (device tensors are copied to the host first), so saving on the CPU never holds a second
+/// copy of the model or the optimizer state.
 struct HostTensor {
     dtype: Dtype,
     shape: Vec<usize>,
-    bytes: Vec<u8>,
+    /// Contiguous, on the CPU.
+    tensor: Tensor,
+    len: usize,
 }
 
 impl HostTensor {
     fn from_tensor(t: &Tensor) -> Result<Self, TchError> {
         let _guard = tch::no_grad_guard();
-        let host = t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()?;
-        let kind = host.f_kind()?;
+        let tensor = t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()?;
+        let kind = tensor.f_kind()?;
         let dtype = kind_to_dtype(kind).ok_or_else(|| {
             TchError::Convert(format!("cannot checkpoint tensors of kind {kind:?}"))
         })?;
-        let numel = host.numel();
-        let mut bytes = vec![0u8; numel * kind.elt_size_in_bytes()];
-        host.f_copy_data_u8(&mut bytes, numel)?;
         Ok(Self {
             dtype,
-            shape: host.size().iter().map(|&d| d as usize).collect(),
-            bytes,
+            shape: tensor.size().iter().map(|&d| d as usize).collect(),
+            len: tensor.numel() * kind.elt_size_in_bytes(),
+            tensor,
         })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: the tensor is a contiguous CPU tensor holding `len` bytes at `data_ptr`; it
+        // lives as long as `self`, and nothing writes it meanwhile (training waits for the save).
+        unsafe { std::slice::from_raw_parts(self.tensor.data_ptr() as *const u8, self.len) }
     }
 }
 
@@ -815,10 +827,10 @@ impl View for &HostTensor {
         &self.shape
     }
     fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        std::borrow::Cow::Borrowed(&self.bytes)
+        std::borrow::Cow::Borrowed(self.bytes())
     }
     fn data_len(&self) -> usize {
-        self.bytes.len()
+        self.len
     }
 }
 

@@ -33,7 +33,7 @@ use crate::tokenize::batch::{BatchError, TokenizedSet};
 use crate::tokenize::{
     self, check_max_length, copy_tokenizer_files, EncodeSetError, TextEncoder, TokenizeError,
 };
-use crate::train::amp::{resolve_precision, Precision, PrecisionError};
+use crate::train::amp::{bf16_supported, resolve_precision, Precision, PrecisionError};
 use crate::train::device::{resolve_device, DeviceError};
 use crate::train::distributed::{DataParallel, DistError};
 use crate::train::{self, FitOptions, StepHook, StopReason, TrainError, TrainOutcome};
@@ -194,18 +194,6 @@ pub fn tokenize_texts(
     )?)
 }
 
-/// True when the GPU computes in bfloat16 (a tiny bf16 matmul succeeds).
-fn gpu_supports_bf16(device: Device) -> bool {
-    if !device.is_cuda() {
-        return false;
-    }
-    let probe = std::panic::catch_unwind(|| {
-        let x = tch::Tensor::ones([8, 8], (tch::Kind::BFloat16, device));
-        x.f_matmul(&x).is_ok()
-    });
-    matches!(probe, Ok(true))
-}
-
 /// Trains and publishes; returns the outcome for the caller's summary line.
 pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> {
     let FineTuneRequest {
@@ -244,7 +232,7 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
         Some(dp) => dp.device(),
         None => resolve_device(hp.device)?,
     };
-    let precision = resolve_precision(hp, device, gpu_supports_bf16(device))?;
+    let precision = resolve_precision(hp, device, bf16_supported(device))?;
     tracing::info!(
         ?device,
         ?precision,
@@ -253,7 +241,9 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
         "device"
     );
 
+    let mut phases = PhaseClock::new(read_seconds);
     let source = source_model(paths, hp)?;
+    phases.lap("model_source");
     // The model to beat (issue 12), scored before the seed below so training is unchanged.
     let champion = if primary {
         champion::for_job(&ChampionRequest {
@@ -269,6 +259,7 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
     } else {
         champion::JobChampion::None
     };
+    phases.lap("champion");
     // A fresh head is drawn from libtorch's generator: seed it first, as transformers' set_seed
     // does before building the model, so one seed gives one run.
     tch::manual_seed(hp.seed as i64);
@@ -287,6 +278,7 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
         "model loaded"
     );
     check_max_length(hp.max_length, model.max_positions())?;
+    phases.lap("model_load");
     let tokenizer_load_started = Instant::now();
     let encoder = TextEncoder::from_model_dir(&source.dir, hp.max_length)?;
     let tokenizer_load_seconds = tokenizer_load_started.elapsed().as_secs_f64();
@@ -296,6 +288,8 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
     let train_set = tokenize_set(&encoder, &data.train, keep_type_ids)?;
     let eval_set = tokenize_set(&encoder, &data.eval, keep_type_ids)?;
     let tokenize_seconds = tokenize_started.elapsed().as_secs_f64();
+    phases.record("tokenizer_load", tokenizer_load_seconds);
+    phases.record("tokenize", tokenize_seconds);
     let rows = train_set.len() + eval_set.len();
     tracing::info!(
         "tokenized rows={rows}; seconds={tokenize_seconds:.3}; rows_per_second={:.0}; train_tokens={}; eval_tokens={};",
@@ -355,7 +349,9 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
         baseline_rows(&data.eval),
         data.labels.id2label(),
     );
+    phases.lap("baseline");
     let outcome = train::fit(&mut model, &train_set, &eval_set, hp_fit, options, hook)?;
+    phases.lap_fit(&outcome.timings);
     let log_history = history.finish(&outcome.state);
     if outcome.stop_reason == StopReason::Interrupted {
         let checkpoint = match checkpoints.and_then(|plan| plan.latest()) {
@@ -386,6 +382,7 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
         side.extend(champion.side_reports(report));
         metrics::write_reports_with(output_stage.path(), report, &outcome.state.history, &side)?;
     }
+    phases.lap("save");
     let summary = json!({
         "stop_reason": outcome.stop_reason,
         "best": outcome.best,
@@ -413,6 +410,8 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
         "precision": precision,
         // Which trained classifier rows were reused, by label name (issue 12).
         "warm_start": report.head,
+        // Wall seconds per phase up to this file (report and upload come after it and are logged).
+        "phases": phases.to_json(),
     });
     write_json(&output_stage.path().join("run_summary.json"), &summary)?;
     publish_report(&ReportInputs {
@@ -443,6 +442,102 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
         );
     }
     Ok(outcome)
+}
+
+/// Wall seconds per phase of the job, in order, with the process's anonymous memory after each
+/// (Linux), for run_summary.json (issue 16: choose the next optimisation from figures). Each lap
+/// is the time since the previous one.
+struct PhaseClock {
+    last: Instant,
+    phases: Vec<(&'static str, f64, Option<f64>)>,
+    evaluations: Vec<(u64, f64)>,
+}
+
+impl PhaseClock {
+    fn new(read_seconds: f64) -> Self {
+        Self {
+            last: Instant::now(),
+            phases: vec![("read", read_seconds, memory::rss_anon_mb())],
+            evaluations: Vec::new(),
+        }
+    }
+
+    fn lap(&mut self, name: &'static str) {
+        let now = Instant::now();
+        let seconds = now.duration_since(self.last).as_secs_f64();
+        self.phases.push((name, seconds, memory::rss_anon_mb()));
+        self.last = now;
+    }
+
+    /// A phase timed by its own code that has just ended; the next lap starts now.
+    fn record(&mut self, name: &'static str, seconds: f64) {
+        self.phases.push((name, seconds, memory::rss_anon_mb()));
+        self.last = Instant::now();
+    }
+
+    /// Splits the training loop's wall time into steps, evaluations and checkpoint hooks.
+    fn lap_fit(&mut self, timings: &train::LoopTimings) {
+        let now = Instant::now();
+        let total = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        let evals: f64 = timings.evaluations.iter().map(|(_, s)| s).sum();
+        let rss = memory::rss_anon_mb();
+        self.phases.push((
+            "train_steps",
+            (total - evals - timings.hooks_seconds).max(0.0),
+            rss,
+        ));
+        self.phases.push(("evaluations", evals, None));
+        self.phases
+            .push(("step_hooks", timings.hooks_seconds, None));
+        self.evaluations = timings.evaluations.clone();
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        let mut rss = serde_json::Map::new();
+        for (name, seconds, mb) in &self.phases {
+            out.insert(format!("{name}_seconds"), json!(seconds));
+            if let Some(mb) = mb {
+                rss.insert((*name).to_string(), json!(mb.round()));
+            }
+        }
+        let evals: Vec<_> = self
+            .evaluations
+            .iter()
+            .map(|(step, seconds)| json!({"step": step, "seconds": seconds}))
+            .collect();
+        out.insert("evaluation_runs".into(), json!(evals));
+        // Anonymous (heap) memory after each phase, and the process's peak resident memory.
+        out.insert("rss_anon_mb_after".into(), serde_json::Value::Object(rss));
+        out.insert("peak_rss_mb".into(), json!(memory::peak_rss_mb()));
+        serde_json::Value::Object(out)
+    }
+}
+
+/// The process's memory as Linux reports it in /proc/self/status (None elsewhere).
+mod memory {
+    fn status_mb(field: &str) -> Option<f64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with(field))?;
+        let kib: f64 = line[field.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib / 1024.0)
+    }
+
+    /// Heap and other anonymous pages now resident (shared libraries left out).
+    pub fn rss_anon_mb() -> Option<f64> {
+        status_mb("RssAnon:")
+    }
+
+    /// Peak resident memory so far (VmHWM), what an instance's memory limit is measured against.
+    pub fn peak_rss_mb() -> Option<f64> {
+        status_mb("VmHWM:").map(f64::round)
+    }
 }
 
 /// What the HTML report is drawn from besides the files already written.

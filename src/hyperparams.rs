@@ -222,7 +222,7 @@ pub struct Hyperparameters {
     /// Bucket rows of similar length into batches (HF `group_by_length`, default on here).
     pub group_by_length: bool,
     pub fp16: bool,
-    /// `None` = bf16 on GPUs that support it, never on CPU.
+    /// `None` = bf16 on GPUs that support it, fp32 on the CPU (where `Some(true)` opts in).
     pub bf16: Option<bool>,
     pub device: DeviceChoice,
     /// Intra-op CPU threads; `None` = libtorch's default (all cores).

@@ -15,15 +15,19 @@ use txcat::predict::PredictError;
 use txcat::sagemaker::{self, Paths};
 use txcat::serve::ServeError;
 
-/// libgomp (libtorch's OpenMP) makes idle workers spin by default, and it reads
-/// `OMP_WAIT_POLICY` only once, when libtorch loads it, before `main`. Spinning workers fight
-/// with each other and with txcat's own optimizer threads whenever the CPU is shared: on the
-/// 2-core bench machine a MiniLM run went from 44 to 67 samples/s with one other busy process,
-/// and from 137 to 145 on an idle machine. So unless the user chose a policy, re-execute once
-/// with `OMP_WAIT_POLICY=PASSIVE` (same PID, arguments and environment otherwise).
-fn ensure_passive_openmp() {
+/// libgomp (libtorch's OpenMP) lets idle workers spin a while before sleeping, and it reads
+/// `OMP_WAIT_POLICY` only once, when libtorch loads it, before `main`. Training and `predict`
+/// keep that default: on a quiet 2-core machine MiniLM trained at 192-200 samples/s with it and
+/// 113-188 with `PASSIVE` (2026-12-02, alternating runs), the Python references run with it,
+/// and a SageMaker training instance is not shared. `serve` shares the cores between HTTP
+/// workers, the batcher and libtorch, where spinning workers steal time from the threads that
+/// answer requests, so unless the user chose a policy it re-executes once with
+/// `OMP_WAIT_POLICY=PASSIVE` (same PID, arguments and environment otherwise).
+fn ensure_passive_openmp_for_serve() {
     use std::os::unix::process::CommandExt;
-    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+    if std::env::var_os("OMP_WAIT_POLICY").is_some()
+        || std::env::args_os().nth(1).is_none_or(|a| a != "serve")
+    {
         return;
     }
     let Ok(exe) = std::env::current_exe() else {
@@ -46,7 +50,7 @@ fn ensure_passive_openmp() {
 static PANIC_LOCATION: Mutex<Option<String>> = Mutex::new(None);
 
 fn main() -> ExitCode {
-    ensure_passive_openmp();
+    ensure_passive_openmp_for_serve();
     init_logging();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

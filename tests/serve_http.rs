@@ -75,6 +75,7 @@ fn serve_command(model: &Path, env: &[(&str, &str)], extra: &[&str]) -> Command 
         .arg(model)
         .args(extra)
         .env("RUST_LOG", "info")
+        .env_remove("OMP_WAIT_POLICY")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -290,6 +291,13 @@ fn every_format_agrees_with_predict() {
     let reference = predict_reference(&texts, labels);
     let best = top(&reference, 1);
     let server = Server::start(&[]);
+    // Unlike training, serving makes idle OpenMP workers sleep (they would steal the cores
+    // from the threads answering requests).
+    assert!(
+        server.log().contains("omp_wait_policy=PASSIVE"),
+        "serve should run with OMP_WAIT_POLICY=PASSIVE\n{}",
+        server.log()
+    );
 
     // JSON: one string, a list, top_k (list of lists), top_k above the label count (all labels).
     let (status, ct, body) = server.json(&serde_json::json!({"inputs": texts[0]}), None);

@@ -170,6 +170,9 @@ def training_arguments(a, precision: str, impl: str, **extra):
     the variant's own `extra` settings."""
     from transformers import TrainingArguments
 
+    if precision == "bf16" and not torch.cuda.is_available():
+        # Transformers refuses bf16 without a GPU unless told to run on the CPU (autocast to bf16).
+        extra.setdefault("use_cpu", True)
     return TrainingArguments(
         output_dir=a.work_dir or tempfile.mkdtemp(prefix=f"txcat-bench-{impl}-"),
         num_train_epochs=a.epochs,

@@ -85,7 +85,7 @@ async fn serve(
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
     let local = listener.local_addr()?;
-    tracing::info!(address = %local, model = %model_dir.display(), batch_transform = settings.batch_mode, workers, max_batch = settings.max_batch, max_wait_ms = settings.max_wait.as_millis() as u64, "listening; /ping answers 200 once the model is loaded");
+    tracing::info!(address = %local, model = %model_dir.display(), batch_transform = settings.batch_mode, workers, max_batch = settings.max_batch, max_wait_ms = settings.max_wait.as_millis() as u64, omp_wait_policy = %std::env::var("OMP_WAIT_POLICY").unwrap_or_default(), "listening; /ping answers 200 once the model is loaded");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(stop_on_signal(stop_tx.clone()));

@@ -27,38 +27,66 @@ pub enum Precision {
 pub enum PrecisionError {
     #[error("hyperparameters: fp16 and bf16 are both set; choose one")]
     Both,
-    #[error("hyperparameters: {flag}=true needs a CUDA device, but training runs on {device:?}; drop the flag or use a GPU instance")]
-    NeedsCuda { flag: &'static str, device: Device },
+    #[error("hyperparameters: fp16=true needs a CUDA device, but training runs on {device:?}; drop the flag (bf16=true is the CPU's reduced precision) or use a GPU instance")]
+    Fp16NeedsCuda { device: Device },
     #[error(
         "hyperparameters: bf16=true but this GPU has no bfloat16 support; use fp16=true instead"
     )]
-    NoBf16,
+    NoBf16Gpu,
+    #[error("hyperparameters: bf16=true but this CPU has no bfloat16 instructions (avx512_bf16 or amx_bf16); drop the flag or pick an instance type with them")]
+    NoBf16Cpu,
 }
 
-/// Picks the precision: explicit flags win; `bf16=None` means bf16 where the GPU supports it;
-/// CPU always runs fp32.
+/// Picks the precision: explicit flags win; `bf16=None` (auto) means bf16 where a GPU supports
+/// it and fp32 on the CPU, where bf16 is opt-in (`bf16=true` on CPUs with bf16 instructions).
 pub fn resolve_precision(
     hp: &Hyperparameters,
     device: Device,
-    gpu_supports_bf16: bool,
+    bf16_supported: bool,
 ) -> Result<Precision, PrecisionError> {
     let cuda = device.is_cuda();
     match (hp.fp16, hp.bf16) {
         (true, Some(true)) => Err(PrecisionError::Both),
-        (true, _) if !cuda => Err(PrecisionError::NeedsCuda {
-            flag: "fp16",
-            device,
-        }),
+        (true, _) if !cuda => Err(PrecisionError::Fp16NeedsCuda { device }),
         (true, _) => Ok(Precision::Fp16),
-        (false, Some(true)) if !cuda => Err(PrecisionError::NeedsCuda {
-            flag: "bf16",
-            device,
-        }),
-        (false, Some(true)) if !gpu_supports_bf16 => Err(PrecisionError::NoBf16),
+        (false, Some(true)) if !bf16_supported && cuda => Err(PrecisionError::NoBf16Gpu),
+        (false, Some(true)) if !bf16_supported => Err(PrecisionError::NoBf16Cpu),
         (false, Some(true)) => Ok(Precision::Bf16),
-        (false, None) if cuda && gpu_supports_bf16 => Ok(Precision::Bf16),
+        (false, None) if cuda && bf16_supported => Ok(Precision::Bf16),
         _ => Ok(Precision::Fp32),
     }
+}
+
+/// True when `device` computes in bfloat16 at full speed: on the CPU, instructions for it
+/// (without them libtorch emulates bf16 and is slower than fp32); on a GPU, a tiny bf16 matmul
+/// succeeds.
+pub fn bf16_supported(device: Device) -> bool {
+    if device.is_cuda() {
+        let probe = std::panic::catch_unwind(|| {
+            let x = Tensor::ones([8, 8], (Kind::BFloat16, device));
+            x.f_matmul(&x).is_ok()
+        });
+        return matches!(probe, Ok(true));
+    }
+    cpu_has_bf16()
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpu_has_bf16() -> bool {
+    std::arch::is_x86_feature_detected!("avx512bf16")
+        || std::fs::read_to_string("/proc/cpuinfo")
+            .map(|info| info.split_whitespace().any(|flag| flag == "amx_bf16"))
+            .unwrap_or(false)
+}
+
+#[cfg(target_arch = "aarch64")]
+fn cpu_has_bf16() -> bool {
+    std::arch::is_aarch64_feature_detected!("bf16")
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn cpu_has_bf16() -> bool {
+    false
 }
 
 /// Dynamic loss scaling for fp16 (PyTorch `GradScaler` defaults).
@@ -150,7 +178,7 @@ mod tests {
         assert_eq!(resolve_precision(&hp, gpu, true).unwrap(), Precision::Fp16);
         assert!(matches!(
             resolve_precision(&hp, Device::Cpu, true),
-            Err(PrecisionError::NeedsCuda { flag: "fp16", .. })
+            Err(PrecisionError::Fp16NeedsCuda { .. })
         ));
         hp.bf16 = Some(true);
         assert!(matches!(
@@ -160,10 +188,24 @@ mod tests {
         hp.fp16 = false;
         assert!(matches!(
             resolve_precision(&hp, gpu, false),
-            Err(PrecisionError::NoBf16)
+            Err(PrecisionError::NoBf16Gpu)
+        ));
+        // On the CPU bf16 is opt-in, and only where the instructions exist.
+        assert_eq!(
+            resolve_precision(&hp, Device::Cpu, true).unwrap(),
+            Precision::Bf16
+        );
+        assert!(matches!(
+            resolve_precision(&hp, Device::Cpu, false),
+            Err(PrecisionError::NoBf16Cpu)
         ));
         hp.bf16 = Some(false);
         assert_eq!(resolve_precision(&hp, gpu, true).unwrap(), Precision::Fp32);
+        hp.bf16 = None;
+        assert_eq!(
+            resolve_precision(&hp, Device::Cpu, true).unwrap(),
+            Precision::Fp32
+        );
     }
 
     #[test]

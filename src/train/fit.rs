@@ -238,6 +238,17 @@ pub struct TrainOutcome {
     pub padding_efficiency: f64,
     /// Throughput after the warm-up steps with evaluation time left out (see [`SteadyClock`]).
     pub steady: SteadyThroughput,
+    /// Where the loop's wall time went (evaluations, checkpoint hooks), for run_summary.json.
+    pub timings: LoopTimings,
+}
+
+/// Wall seconds spent inside [`fit`] outside the training steps themselves.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LoopTimings {
+    /// Each evaluation in order, as `(global step, seconds)`; the final one included.
+    pub evaluations: Vec<(u64, f64)>,
+    /// Step hooks (checkpoint saves, the report's history) summed.
+    pub hooks_seconds: f64,
 }
 
 /// Training throughput over the optimizer steps after a warm-up, evaluation time excluded; the
@@ -792,6 +803,7 @@ fn fit_loop<M: ClassifierModel>(
     let mut last_norm: Option<Tensor> = None;
     let mut consecutive_skips = 0u32;
     let mut last_eval_step: Option<u64> = None;
+    let mut timings = LoopTimings::default();
     let mut stop_reason = StopReason::Completed;
     let run_start = Instant::now();
     let start_step = state.global_step;
@@ -1086,6 +1098,7 @@ fn fit_loop<M: ClassifierModel>(
             && (epoch_end || eval_now || step >= plan.total_steps);
         if should_eval {
             steady.pause();
+            let eval_started = Instant::now();
             optimizer.sync_params();
             let report = evaluate_shared(
                 &*model,
@@ -1097,6 +1110,9 @@ fn fit_loop<M: ClassifierModel>(
                 dp,
             )?;
             last_eval_step = Some(step);
+            timings
+                .evaluations
+                .push((step, eval_started.elapsed().as_secs_f64()));
             let mut pairs = vec![
                 (
                     "epoch".to_string(),
@@ -1150,11 +1166,13 @@ fn fit_loop<M: ClassifierModel>(
             epoch_end,
             best_weights: best_weights.as_ref(),
         };
+        let hook_started = Instant::now();
+        let action = hook
+            .after_step(&ctx)
+            .map_err(|message| TrainError::Hook { step, message })?;
+        timings.hooks_seconds += hook_started.elapsed().as_secs_f64();
         let vote = StopVote {
-            hook: hook
-                .after_step(&ctx)
-                .map_err(|message| TrainError::Hook { step, message })?
-                == HookAction::Stop,
+            hook: action == HookAction::Stop,
             flag: stop.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)),
         }
         .agree(dp, step)?;
@@ -1203,6 +1221,7 @@ fn fit_loop<M: ClassifierModel>(
             _ => {}
         }
         if final_report.is_none() {
+            let eval_started = Instant::now();
             final_report = Some(evaluate_shared(
                 &*model,
                 eval,
@@ -1212,6 +1231,9 @@ fn fit_loop<M: ClassifierModel>(
                 &label_names,
                 dp,
             )?);
+            timings
+                .evaluations
+                .push((state.global_step, eval_started.elapsed().as_secs_f64()));
         }
     }
     let runtime_s = run_start.elapsed().as_secs_f64();
@@ -1263,6 +1285,7 @@ fn fit_loop<M: ClassifierModel>(
         samples_per_second: rows_seen as f64 / runtime_s.max(1e-9),
         padding_efficiency: total_padding.efficiency(),
         steady,
+        timings,
         state,
     })
 }

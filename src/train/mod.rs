@@ -15,7 +15,7 @@ pub mod optim;
 pub mod schedule;
 
 pub use fit::{
-    evaluate, fit, plan_steps, predict_rows, BestModel, FitOptions, HookAction, ResumePoint,
-    SteadyThroughput, StepContext, StepHook, StepPlan, StopReason, TrainError, TrainOutcome,
-    TrainState, WeightSnapshot,
+    evaluate, fit, plan_steps, predict_rows, BestModel, FitOptions, HookAction, LoopTimings,
+    ResumePoint, SteadyThroughput, StepContext, StepHook, StepPlan, StopReason, TrainError,
+    TrainOutcome, TrainState, WeightSnapshot,
 };

@@ -826,21 +826,33 @@ impl AdamW {
     /// Copies the moment estimates to CPU, per variable name, for a checkpoint (bringing lazy
     /// rows up to date first).
     pub fn export_state(&self) -> Result<AdamWState, OptimError> {
+        let host_copy = |t: &Tensor| -> Result<Tensor, TchError> {
+            let mut out = Tensor::f_zeros(t.size().as_slice(), (t.f_kind()?, Device::Cpu))?;
+            out.f_copy_(t)?;
+            Ok(out)
+        };
+        let mut state = self.state_views()?;
+        for v in &mut state.vars {
+            v.exp_avg = host_copy(&v.exp_avg)?;
+            v.exp_avg_sq = host_copy(&v.exp_avg_sq)?;
+        }
+        Ok(state)
+    }
+
+    /// The optimizer state as views into the live moment buffers (no copy, so a checkpoint of
+    /// a large model does not hold its moments twice): read them before the next step.
+    pub fn state_views(&self) -> Result<AdamWState, OptimError> {
         self.sync_params();
         let mut vars = Vec::with_capacity(self.slots.len());
         for s in &self.slots {
-            let take = |buf: &Tensor| -> Result<Tensor, TchError> {
-                let slice = buf
-                    .f_narrow(0, s.offset, s.numel)?
-                    .f_view(s.shape.as_slice())?;
-                let mut out = Tensor::f_zeros(s.shape.as_slice(), (slice.f_kind()?, Device::Cpu))?;
-                out.f_copy_(&slice)?;
-                Ok(out)
+            let view = |buf: &Tensor| -> Result<Tensor, TchError> {
+                buf.f_narrow(0, s.offset, s.numel)?
+                    .f_view(s.shape.as_slice())
             };
             vars.push(VarState {
                 name: s.name.clone(),
-                exp_avg: take(&self.exp_avg)?,
-                exp_avg_sq: take(&self.exp_avg_sq)?,
+                exp_avg: view(&self.exp_avg)?,
+                exp_avg_sq: view(&self.exp_avg_sq)?,
             });
         }
         Ok(AdamWState {
