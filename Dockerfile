@@ -51,6 +51,10 @@ COPY --from=torch-pip /opt/torch-site/nvidia /nvidia
 
 # ---- txcat-bin: /txcat, the release binary ---------------------------------------------------------
 FROM ${BUILDER_IMAGE} AS txcat-build
+# libgloo-dev: Gloo's headers for the c10d shim (csrc/c10d_shim.cpp); the wheel has Gloo's code only.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libgloo-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 # LIBTORCH: torch-sys compiles and links against the wheel. TXCAT_EXTRA_RPATH: build.rs adds the

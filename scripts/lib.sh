@@ -48,11 +48,6 @@ print(hits[0])
 PY
 }
 
-setup_runtime() {
-  ensure_requirements "$TXCAT_ROOT/scripts/requirements-runtime.txt"
-  export_libtorch_env
-}
-
 # Debian's chromium for the report test's headless render (tests/report_job.rs). Best effort:
 # without root, apt or a reachable archive the test prints why and skips the browser part.
 ensure_chromium() {
@@ -65,6 +60,27 @@ ensure_chromium() {
   { timeout 120 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq \
       --no-install-recommends chromium fonts-dejavu-core; } >/dev/null 2>&1 \
     || log "chromium could not be installed; the report's browser check will skip"
+}
+
+# Debian's libgloo-dev: the headers of Gloo's transport device, which the c10d shim
+# (csrc/c10d_shim.cpp) needs to compile; the torch wheel carries Gloo's code but not its headers.
+# Required to build: without root or apt, says how to install it and leaves the build to fail.
+ensure_gloo_headers() {
+  [ -f /usr/include/gloo/config.h ] && return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    log "Gloo headers missing: install libgloo-dev (apt-get install libgloo-dev); the build needs them"
+    return 0
+  fi
+  log "installing libgloo-dev for the c10d shim (first run only)"
+  { timeout 120 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq \
+      --no-install-recommends libgloo-dev; } >/dev/null 2>&1 \
+    || log "libgloo-dev could not be installed; the build will fail until it is"
+}
+
+setup_runtime() {
+  ensure_requirements "$TXCAT_ROOT/scripts/requirements-runtime.txt"
+  export_libtorch_env
+  ensure_gloo_headers
 }
 
 setup_test() {

@@ -35,6 +35,7 @@ use crate::tokenize::{
 };
 use crate::train::amp::{bf16_supported, resolve_precision, Precision, PrecisionError};
 use crate::train::device::{resolve_device, DeviceError};
+use crate::train::distributed::{DataParallel, DistError};
 use crate::train::{self, FitOptions, StepHook, StopReason, TrainError, TrainOutcome};
 
 /// The libtorch version this build binds (tch =0.24.0); recorded in `training_args.json`.
@@ -65,6 +66,8 @@ pub enum FineTuneError {
     Champion(#[from] ChampionError),
     #[error("cannot resume: {0}")]
     Resume(String),
+    #[error(transparent)]
+    Distributed(#[from] DistError),
     #[error("interrupted by {signal} at optimizer step {step}{checkpoint}; nothing was written to the model directory; rerun the job to resume")]
     Interrupted {
         signal: &'static str,
@@ -111,6 +114,9 @@ pub struct FineTuneRequest<'a> {
     pub stop: Option<Arc<AtomicBool>>,
     /// Checkpointing and resume (issue 6); `None` trains from scratch without checkpoints.
     pub checkpoints: Option<&'a mut dyn CheckpointPlan>,
+    /// This worker's place in a data-parallel run (issue 15); `None` trains alone. Every rank
+    /// trains; only rank 0 writes checkpoints, the model and the outputs.
+    pub data_parallel: Option<DataParallel>,
 }
 
 /// How a run checkpoints and resumes: implemented by the checkpoint layer.
@@ -197,12 +203,35 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
         read_seconds,
         stop,
         checkpoints,
+        data_parallel,
     } = request;
     let started = Instant::now();
     if let Some(threads) = hp.num_threads {
         tch::set_num_threads(threads as i32);
     }
-    let device = resolve_device(hp.device)?;
+    let primary = data_parallel.as_ref().is_none_or(DataParallel::is_primary);
+    // Data-parallel: the trainer sees the global batch (train_batch_size is per device) and
+    // splits it; rank 0 alone scores the baseline and the champion it reports.
+    let hp_global;
+    let hp_side;
+    let (hp_fit, hp_side) = match &data_parallel {
+        Some(dp) => {
+            hp_global = Hyperparameters {
+                train_batch_size: hp.train_batch_size * dp.world(),
+                ..hp.clone()
+            };
+            hp_side = Hyperparameters {
+                baseline_tfidf: hp.baseline_tfidf && primary,
+                ..hp.clone()
+            };
+            (&hp_global, &hp_side)
+        }
+        None => (hp, hp),
+    };
+    let device = match &data_parallel {
+        Some(dp) => dp.device(),
+        None => resolve_device(hp.device)?,
+    };
     let precision = resolve_precision(hp, device, bf16_supported(device))?;
     tracing::info!(
         ?device,
@@ -216,16 +245,20 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
     let source = source_model(paths, hp)?;
     phases.lap("model_source");
     // The model to beat (issue 12), scored before the seed below so training is unchanged.
-    let champion = champion::for_job(&ChampionRequest {
-        paths,
-        hp,
-        start: &source,
-        eval_texts: &data.eval.texts,
-        eval_label_ids: &data.eval.label_ids,
-        label_names: data.labels.id2label(),
-        device,
-        compute_kind: precision_kind(precision),
-    })?;
+    let champion = if primary {
+        champion::for_job(&ChampionRequest {
+            paths,
+            hp,
+            start: &source,
+            eval_texts: &data.eval.texts,
+            eval_label_ids: &data.eval.label_ids,
+            label_names: data.labels.id2label(),
+            device,
+            compute_kind: precision_kind(precision),
+        })?
+    } else {
+        champion::JobChampion::None
+    };
     phases.lap("champion");
     // A fresh head is drawn from libtorch's generator: seed it first, as transformers' set_seed
     // does before building the model, so one seed gives one run.
@@ -265,24 +298,44 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
         eval_set.num_tokens()
     );
 
+    if let Some(dp) = &data_parallel {
+        let digest = data_digest(hp, data.labels.id2label(), &train_set, &eval_set);
+        dp.check_agreement("labels, rows or hyperparameters", &digest)?;
+    }
     if let Some(kind) = precision_kind(precision) {
         model.set_compute_kind(Some(kind));
     }
     let mut options = FitOptions::new(data.labels.id2label().to_vec(), device);
     options.pad_id = encoder.pad_id();
     options.precision = precision;
-    options.stop = stop;
+    options.stop = if primary { stop } else { None };
     let mut no_checkpoints = ();
     let mut checkpoints = checkpoints;
     let hook: &mut dyn StepHook = match checkpoints.as_deref_mut() {
         Some(plan) => {
+            // Every rank resumes from the same checkpoint; rank 0 first, as it also tidies the
+            // folder, and only rank 0 writes new ones (its hook; the others get none).
+            let dp = data_parallel.as_ref();
+            if let Some(dp) = dp.filter(|dp| !dp.is_primary()) {
+                dp.group()
+                    .barrier("waiting for rank 0 to open the checkpoints")?;
+            }
             options.resume = plan.resume(&mut model).map_err(FineTuneError::Resume)?;
-            plan.hook()
+            match dp {
+                Some(dp) if dp.is_primary() => {
+                    dp.group()
+                        .barrier("waiting for rank 0 to open the checkpoints")?;
+                    plan.hook()
+                }
+                Some(_) => &mut no_checkpoints,
+                None => plan.hook(),
+            }
         }
         None => &mut no_checkpoints,
     };
+    options.data_parallel = data_parallel.clone();
     // The report's loss and learning-rate curves (issue 19): the trainer only logs them.
-    let steps_per_epoch = train::plan_steps(hp, train_set.len()).steps_per_epoch;
+    let steps_per_epoch = train::plan_steps(hp_fit, train_set.len()).steps_per_epoch;
     let mut history = crate::report::collect::HistoryRecorder::new(
         hook,
         steps_per_epoch,
@@ -291,25 +344,31 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
     let hook: &mut dyn StepHook = &mut history;
     // Before training, so the number to beat is in the log early; it never fails the job.
     let baseline = baseline::for_job(
-        hp,
+        hp_side,
         baseline_rows(&data.train),
         baseline_rows(&data.eval),
         data.labels.id2label(),
     );
     phases.lap("baseline");
-    let outcome = train::fit(&mut model, &train_set, &eval_set, hp, options, hook)?;
+    let outcome = train::fit(&mut model, &train_set, &eval_set, hp_fit, options, hook)?;
     phases.lap_fit(&outcome.timings);
     let log_history = history.finish(&outcome.state);
     if outcome.stop_reason == StopReason::Interrupted {
-        let checkpoint = checkpoints
-            .and_then(|plan| plan.latest())
-            .map(|p| format!("; checkpoint saved to {}", p.display()))
-            .unwrap_or_else(|| "; no checkpoint (save_strategy=no)".into());
+        let checkpoint = match checkpoints.and_then(|plan| plan.latest()) {
+            _ if !primary => "; rank 0 saves the checkpoint".into(),
+            Some(p) => format!("; checkpoint saved to {}", p.display()),
+            None => "; no checkpoint (save_strategy=no)".into(),
+        };
         return Err(FineTuneError::Interrupted {
             signal: crate::signals::received().unwrap_or("a stop signal"),
             step: outcome.state.global_step,
             checkpoint,
         });
+    }
+
+    if !primary {
+        tracing::info!("training finished on this rank; rank 0 writes the model and outputs");
+        return Ok(outcome);
     }
 
     // Training succeeded: build both directories aside, then publish them.
@@ -346,6 +405,8 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
         "train_steady": outcome.steady,
         "total_seconds": started.elapsed().as_secs_f64() + read_seconds,
         "device": format!("{device:?}"),
+        // Data-parallel workers that trained together (issue 15); 1 = a single process.
+        "world_size": data_parallel.as_ref().map_or(1, DataParallel::world),
         "precision": precision,
         // Which trained classifier rows were reused, by label name (issue 12).
         "warm_start": report.head,
@@ -524,6 +585,32 @@ fn publish_report(r: &ReportInputs<'_>) {
         log: &log,
         examples,
     });
+}
+
+/// What every data-parallel rank must agree on: the resolved hyperparameters, the label names,
+/// and each row's label and token count on both sides.
+fn data_digest(
+    hp: &Hyperparameters,
+    labels: &[String],
+    train: &TokenizedSet,
+    eval: &TokenizedSet,
+) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for (k, v) in hp.resolved_pairs() {
+        bytes.extend_from_slice(format!("{k}={v}\0").as_bytes());
+    }
+    for label in labels {
+        bytes.extend_from_slice(label.as_bytes());
+        bytes.push(0);
+    }
+    for set in [train, eval] {
+        bytes.extend_from_slice(&(set.len() as u64).to_le_bytes());
+        for (&label, &len) in set.labels().iter().zip(&set.lengths()) {
+            bytes.extend_from_slice(&label.to_le_bytes());
+            bytes.extend_from_slice(&(len as u64).to_le_bytes());
+        }
+    }
+    bytes
 }
 
 fn baseline_rows(texts: &LabelledTexts) -> baseline::Rows<'_> {

@@ -228,6 +228,14 @@ pub struct Hyperparameters {
     /// Intra-op CPU threads; `None` = libtorch's default (all cores).
     pub num_threads: Option<usize>,
 
+    // --- data-parallel training (issue 15) ---
+    /// Workers on this host; `None` = one per visible GPU on CUDA, 1 on the CPU.
+    pub num_processes: Option<usize>,
+    /// TCP port of the rendezvous store on the master (torchrun's MASTER_PORT).
+    pub dist_port: u16,
+    /// Seconds a rendezvous or collective may wait for the other workers before failing.
+    pub dist_timeout: u64,
+
     // --- evaluation and logging ---
     /// Also evaluate every N optimizer steps (besides each epoch end).
     pub eval_steps: Option<u64>,
@@ -286,6 +294,9 @@ impl Default for Hyperparameters {
             bf16: None,
             device: DeviceChoice::Auto,
             num_threads: None,
+            num_processes: None,
+            dist_port: 7777,
+            dist_timeout: 600,
             eval_steps: None,
             logging_steps: 50,
             baseline_tfidf: true,
@@ -388,6 +399,9 @@ pub const KEYS: &[&str] = &[
     "bf16",
     "device",
     "num_threads",
+    "num_processes",
+    "dist_port",
+    "dist_timeout",
     "eval_steps",
     "logging_steps",
     "baseline_tfidf",
@@ -782,6 +796,18 @@ impl Hyperparameters {
                     false => Some(e.size(1)?),
                 }
             }
+            "num_processes" => {
+                self.num_processes = match e.is_unset() || e.text().eq_ignore_ascii_case("auto") {
+                    true => None,
+                    false => Some(e.size(1)?),
+                }
+            }
+            "dist_port" => {
+                let expected = "a TCP port in 1..=65535";
+                let n = e.int(1, expected)?;
+                self.dist_port = u16::try_from(n).map_err(|_| e.invalid(expected))?;
+            }
+            "dist_timeout" => self.dist_timeout = e.count(1)?,
             "eval_steps" => {
                 self.eval_steps = match e.is_unset() {
                     true => None,

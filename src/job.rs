@@ -16,7 +16,7 @@ use crate::data::channel::read_channel;
 use crate::data::dialect::Dialect;
 use crate::data::format::RowFormat;
 use crate::data::labels::LabelMap;
-use crate::data::rows::{BadRowBudget, ChannelRows, Columns};
+use crate::data::rows::{BadRowBudget, ChannelRows, Columns, Rows};
 use crate::data::split::stratified;
 use crate::data::DataError;
 use crate::fine_tune::{self, FineTuneError, FineTuneRequest};
@@ -25,6 +25,8 @@ use crate::model::HeadOrigin;
 use crate::sagemaker::{self, ContractError, InputMode, Paths, S3Settings};
 use crate::storage::s3::S3Options;
 use crate::storage::{self, ObjectStream, StorageError};
+use crate::train::distributed::launch::{self, LaunchError, Role};
+use crate::train::distributed::{self as distributed, DataParallel, DistError};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -48,6 +50,10 @@ pub enum JobError {
     FineTune(#[from] FineTuneError),
     #[error(transparent)]
     Signal(#[from] crate::signals::SignalError),
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    #[error(transparent)]
+    Distributed(#[from] DistError),
 }
 
 /// Exit status for input the user must fix (config, hyperparameters, channels, rows).
@@ -71,6 +77,9 @@ impl JobError {
             JobError::Data(_) => EXIT_BAD_INPUT,
             JobError::FineTune(e) if e.is_bad_input() => EXIT_BAD_INPUT,
             JobError::FineTune(_) | JobError::Signal(_) => EXIT_RUNTIME,
+            JobError::Launch(e) => e.exit_code(),
+            JobError::Distributed(DistError::Invalid(_) | DistError::NoNccl) => EXIT_BAD_INPUT,
+            JobError::Distributed(_) => EXIT_RUNTIME,
         }
     }
 }
@@ -187,6 +196,17 @@ pub fn load_hyperparameters(
 
 /// The row format each channel's `ContentType` in `inputdataconfig.json` declares; channels
 /// without one are read by file name ([`RowFormat::from_name`]).
+/// Channels whose objects SageMaker splits across hosts (`S3DistributionType=ShardedByS3Key`).
+fn sharded_channels(paths: &Paths) -> Result<Vec<String>, JobError> {
+    let config = sagemaker::read_input_data_config(&paths.input_data_config_file)?;
+    Ok(config
+        .into_iter()
+        .flatten()
+        .filter(|(_, c)| c.s3_distribution_type.as_deref() == Some("ShardedByS3Key"))
+        .map(|(name, _)| name)
+        .collect())
+}
+
 fn declared_formats(paths: &Paths) -> Result<BTreeMap<String, RowFormat>, JobError> {
     let Some(config) = sagemaker::read_input_data_config(&paths.input_data_config_file)? else {
         return Ok(BTreeMap::new());
@@ -327,6 +347,18 @@ pub fn prepare(
     hp: &Hyperparameters,
     cli_channels: &[ChannelArg],
 ) -> Result<PreparedData, JobError> {
+    prepare_with(paths, hp, cli_channels, None)
+}
+
+/// [`prepare`] for a data-parallel worker: the rows of `ShardedByS3Key` channels (each host
+/// reads other objects) are gathered from every host, so all ranks hold the same data, the
+/// label map is the union's and the fingerprint covers every shard.
+pub fn prepare_with(
+    paths: &Paths,
+    hp: &Hyperparameters,
+    cli_channels: &[ChannelArg],
+    data_parallel: Option<&DataParallel>,
+) -> Result<PreparedData, JobError> {
     let channels = resolve_channels(paths, hp, cli_channels)?;
     let Some(train_source) = channels.get("train") else {
         let listed = channels.keys().cloned().collect::<Vec<_>>().join(", ");
@@ -353,11 +385,23 @@ pub fn prepare(
     };
     let mut budget = BadRowBudget::new(hp.max_bad_rows);
     let formats = declared_formats(paths)?;
+    let sharded = sharded_channels(paths)?;
     let read = |name: &str, source: &ChannelSource, budget: &mut BadRowBudget| {
         tracing::info!(channel = name, source = %source, "reading channel");
         let mut stream = source.open(name, &paths.s3).map_err(DataError::from)?;
         let format = formats.get(name).copied();
-        let rows = read_channel(name, stream.as_mut(), &columns, &dialect, format, budget)?;
+        let mut rows = read_channel(name, stream.as_mut(), &columns, &dialect, format, budget)?;
+        if let Some(dp) = data_parallel.filter(|_| sharded.iter().any(|s| s == name)) {
+            let local = rows.rows.len();
+            let (texts, labels) = dp.gather_host_rows(name, &rows.rows.texts, &rows.rows.labels)?;
+            rows.rows = Rows { texts, labels };
+            tracing::info!(
+                channel = name,
+                local_rows = local,
+                rows = rows.rows.len(),
+                "gathered every host's shard of a ShardedByS3Key channel"
+            );
+        }
         tracing::info!(
             channel = name,
             files = rows.files.len(),
@@ -657,19 +701,32 @@ pub fn run_train(paths: &Paths, args: &TrainArgs) -> Result<(), JobError> {
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     tracing::info!("hyperparameters: {}", resolved.join(" "));
-    match sagemaker::read_resource_config(&paths.resource_config_file)? {
+    let resource_config = sagemaker::read_resource_config(&paths.resource_config_file)?;
+    match &resource_config {
         Some(rc) => {
             tracing::info!(current_host = %rc.current_host, hosts = ?rc.hosts, rank = ?rc.host_rank(), instance_type = ?rc.current_instance_type, "resource config")
         }
         None => tracing::info!("no resourceconfig.json; assuming a single host"),
     }
+    // Several workers (issue 15): this process either starts them and waits, or is one of them
+    // and joins the group before reading any data, so a missing peer fails the job early.
+    // A dry run checks as one process (and on any machine, so it resolves no device here).
+    let role = match args.dry_run {
+        true => Role::Single,
+        false => launch::role(&hp, resource_config.as_ref())?,
+    };
+    let data_parallel = match role {
+        Role::Launcher(plan) => return Ok(launch::run_workers(&hp, &plan)?),
+        Role::Worker(env) => Some(distributed::connect(&env, &hp)?),
+        Role::Single => None,
+    };
     if let Some(uri) = &hp.output_uri {
         // A wrong bucket would otherwise only show when the upload fails after training.
         storage::s3::check_output_uri(uri, S3Options::from_settings(&paths.s3))
             .map_err(DataError::from)?;
     }
     let read_started = std::time::Instant::now();
-    let data = prepare(paths, &hp, &args.channels)?;
+    let data = prepare_with(paths, &hp, &args.channels, data_parallel.as_ref())?;
     let read_seconds = read_started.elapsed().as_secs_f64();
     tracing::info!(
         "read rows={}; seconds={read_seconds:.3};",
@@ -709,6 +766,7 @@ pub fn run_train(paths: &Paths, args: &TrainArgs) -> Result<(), JobError> {
         read_seconds,
         stop: Some(checkpoints.stop_flag()),
         checkpoints: Some(&mut checkpoints),
+        data_parallel,
     })?;
     tracing::info!(
         stop_reason = ?outcome.stop_reason,

@@ -78,7 +78,9 @@ fn main() -> ExitCode {
         Command::Predict(_) | Command::Serve(_) | Command::Report(_) => Paths::resolve(None),
     };
     let is_train = matches!(command, Command::Train(_));
-    if is_train {
+    // A data-parallel worker reports to its launcher, which writes the job's one failure line.
+    let worker_failure = txcat::train::distributed::launch::worker_failure_file();
+    if is_train && worker_failure.is_none() {
         if let Err(e) = sagemaker::clear_stale_failure(&paths) {
             tracing::warn!(error = %e, "could not remove an old failure file");
         }
@@ -105,8 +107,14 @@ fn main() -> ExitCode {
             (reason, EXIT_INTERNAL)
         }
     };
-    if is_train {
-        report_failure(&paths, &reason);
+    match worker_failure {
+        Some(file) => {
+            if let Err(e) = std::fs::write(&file, format!("{reason}\n")) {
+                tracing::error!(path = %file.display(), error = %e, "could not hand the failure to the launcher");
+            }
+        }
+        None if is_train => report_failure(&paths, &reason),
+        None => {}
     }
     ExitCode::from(code as u8)
 }
@@ -187,8 +195,14 @@ fn report_failure(paths: &Paths, reason: &str) {
 }
 
 fn init_logging() {
+    // Data-parallel ranks other than 0 log only warnings unless RUST_LOG says otherwise: their
+    // info lines repeat rank 0's, and SageMaker's metric regexes would count them twice.
+    let default = match std::env::var("RANK") {
+        Ok(rank) if rank.trim() != "0" => "warn",
+        _ => "info",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

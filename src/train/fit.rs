@@ -22,6 +22,7 @@ use tch::{nn, Device, Kind, Reduction, TchError, Tensor};
 
 use super::amp::{GradScaler, Precision};
 use super::device::TensorBatch;
+use super::distributed::{DataParallel, DistError, ReduceOp};
 use super::optim::{AdamW, AdamWConfig, AdamWState, OptimError};
 use super::schedule::{resolve_warmup_steps, LrScheduler};
 use crate::hyperparams::{ClassWeights, Hyperparameters};
@@ -62,6 +63,8 @@ pub enum TrainError {
     Metrics(#[from] MetricsError),
     #[error("libtorch failed during training: {0}")]
     Torch(#[from] TchError),
+    #[error(transparent)]
+    Distributed(#[from] DistError),
 }
 
 /// How the training length resolves.
@@ -140,6 +143,10 @@ pub struct FitOptions {
     pub resume: Option<ResumePoint>,
     /// Set (e.g. by a SIGTERM handler) to stop between steps.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Data-parallel training: `hp.train_batch_size` is then the *global* batch, which this rank
+    /// computes its share of; gradients, losses and evaluations are reduced over the group, and
+    /// rank 0's weights, hook decisions and stop flag are everyone's (see [`DataParallel`]).
+    pub data_parallel: Option<DataParallel>,
 }
 
 impl FitOptions {
@@ -152,6 +159,7 @@ impl FitOptions {
             precision: Precision::Fp32,
             resume: None,
             stop: None,
+            data_parallel: None,
         }
     }
 }
@@ -464,6 +472,49 @@ pub fn evaluate<M: ClassifierModel>(
     )?)
 }
 
+/// [`evaluate`] with each rank of `dp` predicting every `world`-th row: the predictions are
+/// assembled by an allreduce (each row is non-zero on at most one rank) and the loss sums
+/// added, so every rank reports what one process would (the loss up to summation order).
+fn evaluate_shared<M: ClassifierModel>(
+    model: &M,
+    set: &TokenizedSet,
+    batch_size: usize,
+    pad_id: u32,
+    device: Device,
+    label_names: &[String],
+    dp: Option<&DataParallel>,
+) -> Result<ClassificationReport, TrainError> {
+    let Some(dp) = dp else {
+        return evaluate(model, set, batch_size, pad_id, device, label_names);
+    };
+    let rows: Vec<usize> = (dp.rank()..set.len()).step_by(dp.world()).collect();
+    let (preds, loss_sum) = predict_subset(model, set, &rows, batch_size, pad_id, device)?;
+    let mut all = vec![0i64; set.len()];
+    for (&row, &p) in rows.iter().zip(&preds) {
+        all[row] = p as i64;
+    }
+    let group = dp.group();
+    let mut all_t = Tensor::f_from_slice(&all)?.f_to_device(group.scratch_device())?;
+    group.all_reduce(&mut all_t, ReduceOp::Sum, "evaluation (predictions)")?;
+    let y_pred: Vec<usize> = Vec::<i64>::try_from(all_t.f_to_device(Device::Cpu)?)?
+        .into_iter()
+        .map(|p| p as usize)
+        .collect();
+    let loss_sum = group.sum_f64(loss_sum, "evaluation (loss)")?;
+    let loss = if set.is_empty() {
+        0.0
+    } else {
+        loss_sum / set.len() as f64
+    };
+    let y_true: Vec<usize> = set.labels().iter().map(|&l| l as usize).collect();
+    Ok(metrics::classification_report(
+        &y_true,
+        &y_pred,
+        label_names,
+        Some(loss),
+    )?)
+}
+
 /// The predicted class of each of the first `limit` rows of `set` (in row order) and their mean
 /// loss, in length-sorted, prefetched batches: the one forward loop every evaluation runs.
 pub fn predict_rows<M: ClassifierModel>(
@@ -474,14 +525,34 @@ pub fn predict_rows<M: ClassifierModel>(
     pad_id: u32,
     device: Device,
 ) -> Result<(Vec<usize>, f64), TrainError> {
+    let rows = limit.min(set.len());
+    let all: Vec<usize> = (0..rows).collect();
+    let (y_pred, loss_sum) = predict_subset(model, set, &all, batch_size, pad_id, device)?;
+    let loss = if rows == 0 {
+        0.0
+    } else {
+        loss_sum / rows as f64
+    };
+    Ok((y_pred, loss))
+}
+
+/// The predicted class of each of `rows` (in that order) and their summed loss.
+fn predict_subset<M: ClassifierModel>(
+    model: &M,
+    set: &TokenizedSet,
+    rows: &[usize],
+    batch_size: usize,
+    pad_id: u32,
+    device: Device,
+) -> Result<(Vec<usize>, f64), TrainError> {
     let _guard = tch::no_grad_guard();
     let lengths = set.lengths();
-    let rows = limit.min(set.len());
-    let mut order: Vec<usize> = (0..rows).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+    // Positions into `rows`, longest first.
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(lengths[rows[i]]));
     let plan: Vec<Vec<usize>> = order
         .chunks(batch_size.max(1))
-        .map(<[usize]>::to_vec)
+        .map(|c| c.iter().map(|&i| rows[i]).collect())
         .collect();
     let mut loss_sum = Tensor::f_zeros([], (Kind::Float, device))?;
     let mut preds = Vec::with_capacity(plan.len());
@@ -515,16 +586,35 @@ pub fn predict_rows<M: ClassifierModel>(
     } else {
         Vec::<i64>::try_from(Tensor::f_cat(&preds, 0)?.f_to_device(Device::Cpu)?)?
     };
-    let mut y_pred = vec![0usize; rows];
-    for (&row, &p) in order.iter().zip(&y_pred_sorted) {
-        y_pred[row] = p as usize;
+    let mut y_pred = vec![0usize; rows.len()];
+    for (&pos, &p) in order.iter().zip(&y_pred_sorted) {
+        y_pred[pos] = p as usize;
     }
-    let loss = if rows == 0 {
-        0.0
-    } else {
-        loss_sum.f_double_value(&[])? / rows as f64
-    };
-    Ok((y_pred, loss))
+    Ok((y_pred, loss_sum.f_double_value(&[])?))
+}
+
+/// What rank 0 decided after a step: its hook asked to stop, its stop flag was set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StopVote {
+    hook: bool,
+    flag: bool,
+}
+
+impl StopVote {
+    /// Everyone takes rank 0's decision (one tiny broadcast per step), so all ranks stop after
+    /// the same step: only rank 0 checkpoints and only its stop flag counts.
+    fn agree(self, dp: Option<&DataParallel>, step: u64) -> Result<Self, TrainError> {
+        let Some(dp) = dp else { return Ok(self) };
+        let code = i64::from(self.hook) | (i64::from(self.flag) << 1);
+        let group = dp.group();
+        let mut t = Tensor::f_from_slice(&[code])?.f_to_device(group.scratch_device())?;
+        group.broadcast(&mut t, 0, &format!("stop decision after step {step}"))?;
+        let code = t.f_int64_value(&[0])?;
+        Ok(Self {
+            hook: code & 1 != 0,
+            flag: code & 2 != 0,
+        })
+    }
 }
 
 /// Device-side running sums between two reads.
@@ -573,7 +663,9 @@ fn fit_loop<M: ClassifierModel>(
         precision,
         resume,
         stop,
+        data_parallel,
     } = opts;
+    let dp = data_parallel.as_ref();
     let num_labels = label_names.len();
     if train.is_empty() {
         return Err(TrainError::EmptyTrain);
@@ -604,12 +696,27 @@ fn fit_loop<M: ClassifierModel>(
             weight_decay: hp.weight_decay,
         },
     )?;
-    let class_weights = match hp.class_weights {
+    if let Some(dp) = dp {
+        optimizer.broadcast_params(dp.group(), 0, "broadcasting rank 0's initial weights")?;
+    }
+    let host_class_weights = match hp.class_weights {
         ClassWeights::None => None,
-        ClassWeights::Balanced => Some(
-            Tensor::f_from_slice(&balanced_weights(train.labels(), num_labels))?
-                .f_to_device(device)?,
-        ),
+        ClassWeights::Balanced => Some(balanced_weights(train.labels(), num_labels)),
+    };
+    let class_weights = match &host_class_weights {
+        None => None,
+        Some(w) => Some(Tensor::f_from_slice(w)?.f_to_device(device)?),
+    };
+    // Data-parallel: a global batch's loss normaliser (its rows, or their class weights), so
+    // each rank's summed loss over its share adds up to the global batch's mean.
+    let global_denominator = |rows: &[usize]| -> f64 {
+        match &host_class_weights {
+            None => rows.len() as f64,
+            Some(w) => rows
+                .iter()
+                .map(|&r| f64::from(w[train.labels()[r] as usize]))
+                .sum(),
+        }
     };
 
     let mut best_weights: Option<WeightSnapshot> = None;
@@ -705,7 +812,18 @@ fn fit_loop<M: ClassifierModel>(
 
     // Fails when a loss was non-finite (fp16 leaves that to the scaler).
     let check_finite = |sums: &DeviceSums| -> Result<(), TrainError> {
-        let bad = sums.first_bad.f_int64_value(&[])?;
+        let mut bad = sums.first_bad.f_int64_value(&[])?;
+        if let Some(dp) = dp {
+            // The earliest bad step on any rank (-1 = none travels as i64::MAX).
+            let group = dp.group();
+            let mine = if bad < 0 { i64::MAX } else { bad };
+            let mut t = Tensor::f_from_slice(&[mine])?.f_to_device(group.scratch_device())?;
+            group.all_reduce(&mut t, ReduceOp::Min, "non-finite loss check")?;
+            bad = match t.f_int64_value(&[0])? {
+                i64::MAX => -1,
+                b => b,
+            };
+        }
         if bad >= 0 && precision != Precision::Fp16 {
             return Err(TrainError::NonFinite { step: bad as u64 });
         }
@@ -717,7 +835,10 @@ fn fit_loop<M: ClassifierModel>(
                  window_rows: u64|
      -> Result<f64, TrainError> {
         check_finite(sums)?;
-        let sum = sums.loss_rows.f_double_value(&[])?;
+        let mut sum = sums.loss_rows.f_double_value(&[])?;
+        if let Some(dp) = dp {
+            sum = dp.group().sum_f64(sum, "training loss reduction")?;
+        }
         let _ = sums.loss_rows.f_zero_()?;
         let mean = if window_rows == 0 {
             0.0
@@ -734,6 +855,11 @@ fn fit_loop<M: ClassifierModel>(
     'epochs: while state.global_step < plan.total_steps {
         let epoch = state.epoch;
         let epoch_plan = plan_epoch(&lengths, batch_size, hp.seed, epoch, hp.group_by_length);
+        // This rank's share of each (global) batch; the whole batch without data parallelism.
+        let rank_plan: Vec<Vec<usize>> = match dp {
+            Some(dp) => epoch_plan.iter().map(|b| dp.shard(b).to_vec()).collect(),
+            None => epoch_plan.clone(),
+        };
         let start_batch = state.batch_in_epoch.min(epoch_plan.len());
         let mut epoch_padding = PaddingStats::default();
         let mut finished_epoch = true;
@@ -742,7 +868,7 @@ fn fit_loop<M: ClassifierModel>(
         let loop_result = std::thread::scope(|scope| -> Result<Option<StopReason>, TrainError> {
             let rx = prefetch(
                 scope,
-                epoch_plan[start_batch..].to_vec(),
+                rank_plan[start_batch..].to_vec(),
                 PREFETCH_DEPTH,
                 |rows| TensorBatch::from_host(&train.assemble(rows, pad_id), device),
             );
@@ -756,47 +882,74 @@ fn fit_loop<M: ClassifierModel>(
                     .sum();
                 let b = item?.to_device(device)?;
                 window.started.get_or_insert_with(Instant::now);
+                // The rows the whole group computes for this batch (this rank's alone without
+                // data parallelism).
+                let global_rows = epoch_plan[batch_index].len();
 
-                tch::manual_seed(mix_seed(hp.seed, epoch, batch_index));
-                optimizer.prepare_rows(&b.input_ids)?;
-                let logits = model
-                    .forward_t(
-                        &b.input_ids,
-                        &b.attention_mask,
-                        b.token_type_ids.as_ref(),
-                        true,
-                    )
-                    .f_to_kind(Kind::Float)?;
-                let loss = logits.f_cross_entropy_loss(
-                    &b.labels,
-                    class_weights.as_ref(),
-                    Reduction::Mean,
-                    -100,
-                    hp.label_smoothing,
-                )?;
-                let share = b.rows as f64 / group_rows as f64;
-                let mut scaled = loss.f_mul_scalar(share)?;
-                if let Some(s) = scaler.as_ref() {
-                    scaled = s.scale_loss(&scaled)?;
+                // A short last batch may leave a rank no rows: it only joins the allreduce.
+                if b.rows > 0 {
+                    let rank_salt = dp.map_or(0, |dp| dp.rank() as u64);
+                    tch::manual_seed(mix_seed(
+                        hp.seed ^ rank_salt.wrapping_mul(0xD6E8_FEB8_6659_FD93),
+                        epoch,
+                        batch_index,
+                    ));
+                    optimizer.prepare_rows(&b.input_ids)?;
+                    let logits = model
+                        .forward_t(
+                            &b.input_ids,
+                            &b.attention_mask,
+                            b.token_type_ids.as_ref(),
+                            true,
+                        )
+                        .f_to_kind(Kind::Float)?;
+                    let (loss, share) = match dp {
+                        None => (
+                            logits.f_cross_entropy_loss(
+                                &b.labels,
+                                class_weights.as_ref(),
+                                Reduction::Mean,
+                                -100,
+                                hp.label_smoothing,
+                            )?,
+                            b.rows as f64 / group_rows as f64,
+                        ),
+                        Some(_) => (
+                            logits
+                                .f_cross_entropy_loss(
+                                    &b.labels,
+                                    class_weights.as_ref(),
+                                    Reduction::Sum,
+                                    -100,
+                                    hp.label_smoothing,
+                                )?
+                                .f_div_scalar(global_denominator(&epoch_plan[batch_index]))?,
+                            global_rows as f64 / group_rows as f64,
+                        ),
+                    };
+                    let mut scaled = loss.f_mul_scalar(share)?;
+                    if let Some(s) = scaler.as_ref() {
+                        scaled = s.scale_loss(&scaled)?;
+                    }
+                    optimizer.backward(&scaled)?;
+                    {
+                        let _guard = tch::no_grad_guard();
+                        let detached = loss.f_detach()?;
+                        let rows = if dp.is_some() { global_rows } else { b.rows };
+                        sums.loss_rows =
+                            sums.loss_rows.f_add(&detached.f_mul_scalar(rows as f64)?)?;
+                        let bad = detached
+                            .f_isfinite()?
+                            .f_logical_not()?
+                            .f_logical_and(&sums.first_bad.f_lt(0)?)?;
+                        sums.first_bad = sums.first_bad.f_where_scalarother(
+                            &bad.f_logical_not()?,
+                            (state.global_step + 1) as i64,
+                        )?;
+                    }
                 }
-                optimizer.backward(&scaled)?;
-                {
-                    let _guard = tch::no_grad_guard();
-                    let detached = loss.f_detach()?;
-                    sums.loss_rows = sums
-                        .loss_rows
-                        .f_add(&detached.f_mul_scalar(b.rows as f64)?)?;
-                    let bad = detached
-                        .f_isfinite()?
-                        .f_logical_not()?
-                        .f_logical_and(&sums.first_bad.f_lt(0)?)?;
-                    sums.first_bad = sums.first_bad.f_where_scalarother(
-                        &bad.f_logical_not()?,
-                        (state.global_step + 1) as i64,
-                    )?;
-                }
-                window.rows += b.rows as u64;
-                rows_seen += b.rows as u64;
+                window.rows += global_rows as u64;
+                rows_seen += global_rows as u64;
                 window.padding.add(b.real_tokens, b.padded_tokens);
                 epoch_padding.add(b.real_tokens, b.padded_tokens);
                 total_padding.add(b.real_tokens, b.padded_tokens);
@@ -807,6 +960,10 @@ fn fit_loop<M: ClassifierModel>(
                 }
 
                 // ---- optimizer step ----
+                if let Some(dp) = dp {
+                    let phase = format!("gradient allreduce at step {}", state.global_step + 1);
+                    optimizer.all_reduce_gradients(dp.group(), &phase)?;
+                }
                 let lr = scheduler.lr(state.scheduler_step);
                 let mut skipped = false;
                 let mut found_inf = None;
@@ -899,14 +1056,18 @@ fn fit_loop<M: ClassifierModel>(
                     epoch_end: false,
                     best_weights: best_weights.as_ref(),
                 };
-                if hook
-                    .after_step(&ctx)
-                    .map_err(|message| TrainError::Hook { step, message })?
-                    == HookAction::Stop
-                {
+                let vote = StopVote {
+                    hook: hook
+                        .after_step(&ctx)
+                        .map_err(|message| TrainError::Hook { step, message })?
+                        == HookAction::Stop,
+                    flag: stop.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)),
+                }
+                .agree(dp, step)?;
+                if vote.hook {
                     return Ok(Some(StopReason::Hook));
                 }
-                if stop.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)) {
+                if vote.flag {
                     return Ok(Some(StopReason::Interrupted));
                 }
             }
@@ -939,13 +1100,14 @@ fn fit_loop<M: ClassifierModel>(
             steady.pause();
             let eval_started = Instant::now();
             optimizer.sync_params();
-            let report = evaluate(
+            let report = evaluate_shared(
                 &*model,
                 eval,
                 hp.eval_batch_size,
                 pad_id,
                 device,
                 &label_names,
+                dp,
             )?;
             last_eval_step = Some(step);
             timings
@@ -1009,7 +1171,12 @@ fn fit_loop<M: ClassifierModel>(
             .after_step(&ctx)
             .map_err(|message| TrainError::Hook { step, message })?;
         timings.hooks_seconds += hook_started.elapsed().as_secs_f64();
-        if action == HookAction::Stop {
+        let vote = StopVote {
+            hook: action == HookAction::Stop,
+            flag: stop.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)),
+        }
+        .agree(dp, step)?;
+        if vote.hook {
             stop_reason = StopReason::Hook;
             break;
         }
@@ -1021,7 +1188,7 @@ fn fit_loop<M: ClassifierModel>(
             stop_reason = StopReason::EarlyStopped;
             break;
         }
-        if stop.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)) {
+        if vote.flag {
             stop_reason = StopReason::Interrupted;
             break;
         }
@@ -1055,13 +1222,14 @@ fn fit_loop<M: ClassifierModel>(
         }
         if final_report.is_none() {
             let eval_started = Instant::now();
-            final_report = Some(evaluate(
+            final_report = Some(evaluate_shared(
                 &*model,
                 eval,
                 hp.eval_batch_size,
                 pad_id,
                 device,
                 &label_names,
+                dp,
             )?);
             timings
                 .evaluations

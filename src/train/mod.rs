@@ -9,6 +9,7 @@
 
 pub mod amp;
 pub mod device;
+pub mod distributed;
 mod fit;
 pub mod optim;
 pub mod schedule;

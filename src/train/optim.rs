@@ -32,6 +32,8 @@ use tch::{nn, Device, Kind, TchError, Tensor};
 
 use lazy::{LazyTable, TableBuffers};
 
+use super::distributed::{DistError, ProcessGroup, ReduceOp};
+
 /// Errors from the optimizer.
 #[derive(Debug, thiserror::Error)]
 pub enum OptimError {
@@ -50,6 +52,8 @@ pub enum OptimError {
     State(String),
     #[error("optimizer: libtorch failed: {0}")]
     Torch(#[from] TchError),
+    #[error(transparent)]
+    Distributed(#[from] DistError),
 }
 
 /// AdamW hyperparameters (HF `TrainingArguments` names).
@@ -129,6 +133,9 @@ pub struct AdamW {
     grads: Grads,
     /// Host path: the clipping factor for the pending gradients, applied by the update.
     host_grad_scale: f32,
+    /// Host path, data-parallel: the buffer the dense gradients are summed in, kept across steps
+    /// (the pending gradients are views of it until the update).
+    reduce_buf: Option<Tensor>,
 }
 
 /// Gradient storage of the two update paths.
@@ -222,6 +229,7 @@ impl AdamW {
             step: 0,
             grads,
             host_grad_scale: 1.0,
+            reduce_buf: None,
         };
         for i in 0..optim.slots.len() {
             optim.bind_param(i)?;
@@ -669,6 +677,129 @@ impl AdamW {
         Ok(())
     }
 
+    /// Overwrites every trainable weight with rank `root`'s: one broadcast of the flat parameter
+    /// buffer (data-parallel runs start from identical weights).
+    pub fn broadcast_params(
+        &mut self,
+        group: &ProcessGroup,
+        root: usize,
+        phase: &str,
+    ) -> Result<(), OptimError> {
+        self.rebind_params()?;
+        self.sync_params();
+        let _guard = tch::no_grad_guard();
+        group.broadcast(&mut self.params, root, phase)?;
+        Ok(())
+    }
+
+    /// Sums this step's gradients over the ranks of `group`, in place, so every rank takes the
+    /// same update (each rank's loss was normalised by the global batch, so the sum is the
+    /// gradient of the global batch). Call once per optimizer step, after the last backward.
+    ///
+    /// Host path: the dense gradients travel as one flat buffer, followed by a mask of the lazy
+    /// table's rows each rank touched; then the gradient rows of the union of those rows are
+    /// summed, so the row-lazy update sees exactly the rows (and sums) one process would.
+    pub fn all_reduce_gradients(
+        &mut self,
+        group: &ProcessGroup,
+        phase: &str,
+    ) -> Result<(), OptimError> {
+        if !self.on_host() {
+            self.gather_flat_grads()?;
+            let Grads::Flat { flat, .. } = &mut self.grads else {
+                unreachable!("checked on_host above");
+            };
+            group.all_reduce(flat, ReduceOp::Sum, phase)?;
+            return Ok(());
+        }
+        self.settle_host_grads()?;
+        let _guard = tch::no_grad_guard();
+        let Grads::Host { pending, lazy, .. } = &mut self.grads else {
+            unreachable!("checked on_host above");
+        };
+        let lazy_slot = lazy.as_ref().map(|t| t.borrow().slot);
+        let table_rows = lazy_slot.map_or(0, |s| self.slots[s].shape[0]);
+        let dense: i64 = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != lazy_slot)
+            .map(|(_, s)| s.numel)
+            .sum();
+        let host = (Kind::Float, Device::Cpu);
+        let mut buf = match self.reduce_buf.take() {
+            Some(b) if b.numel() as i64 == dense + table_rows => b,
+            _ => Tensor::f_empty([dense + table_rows], host)?,
+        };
+        let mut offset = 0i64;
+        for (i, slot) in self.slots.iter().enumerate() {
+            if Some(i) == lazy_slot {
+                continue;
+            }
+            let mut part = buf.f_narrow(0, offset, slot.numel)?;
+            match &pending[i] {
+                Some(g) => part.f_copy_(&g.f_reshape([-1])?)?,
+                None => {
+                    let _ = part.f_zero_()?;
+                }
+            };
+            offset += slot.numel;
+        }
+        let _ = buf.f_narrow(0, dense, table_rows)?.f_zero_()?;
+        let local_rows = match lazy_slot.and_then(|s| pending[s].as_ref()) {
+            Some(g) => Some(g.f_indices()?.f_reshape([-1])?),
+            None => None,
+        };
+        if let Some(rows) = &local_rows {
+            let _ = buf
+                .f_narrow(0, dense, table_rows)?
+                .f_index_fill_(0, rows, 1.0)?;
+        }
+        group.all_reduce(&mut buf, ReduceOp::Sum, phase)?;
+        let mut offset = 0i64;
+        for (i, slot) in self.slots.iter().enumerate() {
+            if Some(i) == lazy_slot {
+                continue;
+            }
+            pending[i] = Some(
+                buf.f_narrow(0, offset, slot.numel)?
+                    .f_view(slot.shape.as_slice())?,
+            );
+            offset += slot.numel;
+        }
+        // Reused next step: by then the update has dropped the views handed out above.
+        self.reduce_buf = Some(buf.shallow_clone());
+        if let Some(s) = lazy_slot {
+            let touched = buf.f_narrow(0, dense, table_rows)?.f_gt(0.0)?;
+            // Sorted row ids, so the summed gradient is already coalesced.
+            let union = touched.f_nonzero()?.f_reshape([-1])?;
+            let n = union.size()[0];
+            let local = pending[s].take();
+            if n > 0 {
+                let dim = self.slots[s].shape[1];
+                let mut values = Tensor::f_zeros([n, dim], host)?;
+                if let (Some(g), Some(rows)) = (local, &local_rows) {
+                    // Where each of this rank's rows sits in the union.
+                    let position = touched
+                        .f_to_kind(Kind::Int64)?
+                        .f_cumsum(0, Kind::Int64)?
+                        .f_sub_scalar(1)?
+                        .f_index_select(0, rows)?;
+                    let _ = values.f_index_add_(0, &position, &g.f_values()?)?;
+                }
+                group.all_reduce(&mut values, ReduceOp::Sum, phase)?;
+                pending[s] = Some(Tensor::f_sparse_coo_tensor_indices_size(
+                    &union.f_reshape([1, -1])?,
+                    &values,
+                    self.slots[s].shape.as_slice(),
+                    host,
+                    true,
+                )?);
+            }
+        }
+        Ok(())
+    }
+
     /// The step's weight-decay factor for `slot` (1 outside the decay group).
     fn decay_of(&self, slot: &Slot, decay: f32) -> f32 {
         if slot.offset < self.decay_numel {
@@ -934,6 +1065,97 @@ mod tests {
             snapshots.push(flat(&v.exp_avg_sq));
         }
         snapshots
+    }
+
+    /// [`train_table`]'s model trained on per-step id batches, each rank of `group` (if any)
+    /// taking its share of every batch; the loss is a sum over rows, so the shares' gradients
+    /// add up to the whole batch's. Returns table, weight and bias, flattened.
+    fn train_shards(lazy: bool, group: Option<&ProcessGroup>) -> Vec<Vec<f32>> {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let root = vs.root();
+        let init = Tensor::arange(20 * 6, (Kind::Float, Device::Cpu))
+            .view([20, 6])
+            .cos();
+        let table = root.sub("emb").var_copy("weight", &init);
+        let w = root
+            .sub("head")
+            .var_copy("weight", &(init.narrow(0, 2, 3) * 0.3));
+        let b = root.sub("head").zeros("bias", &[3]);
+        let mut opt = AdamW::new(
+            &vs,
+            AdamWConfig {
+                weight_decay: 0.05,
+                ..AdamWConfig::default()
+            },
+        )
+        .unwrap();
+        if lazy {
+            assert!(opt.make_lazy("emb.weight").unwrap());
+        }
+        for step in 0..6i64 {
+            // Rank 1's rows and rank 0's overlap in some steps and not in others.
+            let all = vec![step % 4, 7, 3 + step % 3, 12 + step % 5, 7, 19 - step];
+            let (rank, world) = group.map_or((0, 1), |g| (g.rank(), g.size()));
+            let ids = super::super::distributed::shard(&all, rank, world).to_vec();
+            let ids = Tensor::from_slice(&ids);
+            opt.prepare_rows(&ids).unwrap();
+            let x = Tensor::embedding(&table, &ids, -1, false, lazy);
+            let y = x.linear(&w, Some(&b));
+            opt.backward(&((&y * &y).sum(Kind::Float) * 0.2)).unwrap();
+            if let Some(g) = group {
+                opt.all_reduce_gradients(g, "test gradients").unwrap();
+            }
+            let _ = opt.clip_grad_norm(1.0).unwrap();
+            opt.step(0.01 + 0.01 * step as f64).unwrap();
+        }
+        opt.sync_params();
+        [&table, &w, &b]
+            .iter()
+            .map(|t| Vec::<f32>::try_from(t.reshape([-1])).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn summed_shard_gradients_train_like_the_whole_batch_lazy_or_dense() {
+        use super::super::distributed::{GlooDevice, Store};
+        use std::time::Duration;
+        for lazy in [true, false] {
+            let single = train_shards(lazy, None);
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let ranks: Vec<_> = (0..2)
+                .map(|rank| {
+                    std::thread::spawn(move || {
+                        let t = Duration::from_secs(20);
+                        let store = Store::tcp("127.0.0.1", port, rank == 0, 2, t).unwrap();
+                        let device = GlooDevice::Hostname("127.0.0.1".into());
+                        let group = ProcessGroup::gloo(&store, rank, 2, &device, t).unwrap();
+                        train_shards(lazy, Some(&group))
+                    })
+                })
+                .collect();
+            let ranks: Vec<_> = ranks.into_iter().map(|t| t.join().unwrap()).collect();
+            assert_eq!(ranks[0], ranks[1], "ranks diverged (lazy={lazy})");
+            for (d, s) in ranks[0].iter().flatten().zip(single.iter().flatten()) {
+                assert!(
+                    (d - s).abs() <= 1e-5 * s.abs().max(1.0),
+                    "lazy={lazy}: {d} vs {s}"
+                );
+            }
+            // The run moved the weights, so agreeing is not trivial.
+            let init: Vec<f32> = (0..120).map(|i| (i as f32).cos()).collect();
+            let moved = single[0]
+                .iter()
+                .zip(&init)
+                .filter(|(a, b)| (*a - *b).abs() > 1e-3);
+            assert!(
+                moved.count() > 10,
+                "lazy={lazy}: training barely moved the table"
+            );
+        }
     }
 
     /// The lazy table catches rows up with the dense update's own arithmetic, so without
