@@ -355,8 +355,15 @@ pub fn prepare(
     let formats = declared_formats(paths)?;
     let read = |name: &str, source: &ChannelSource, budget: &mut BadRowBudget| {
         tracing::info!(channel = name, source = %source, "reading channel");
-        let mut stream = source.open(name, &paths.s3).map_err(DataError::from)?;
         let format = formats.get(name).copied();
+        if let (Some(RowFormat::Parquet), ChannelSource::Pipe { fifo }) = (format, source) {
+            // Refused before the FIFO is opened: opening it waits for SageMaker's writer.
+            return Err(DataError::ParquetInPipeMode {
+                file: fifo.display().to_string(),
+            }
+            .into());
+        }
+        let mut stream = source.open(name, &paths.s3).map_err(DataError::from)?;
         let rows = read_channel(name, stream.as_mut(), &columns, &dialect, format, budget)?;
         tracing::info!(
             channel = name,

@@ -5,6 +5,8 @@
 //! variable from the child's environment, so the host environment cannot leak into a test.
 #![allow(dead_code)] // each test crate uses a different subset
 
+pub mod parquet;
+
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
