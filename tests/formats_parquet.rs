@@ -296,3 +296,44 @@ fn missing_column_gzip_and_pipe_mode_are_one_line_errors() {
         ],
     );
 }
+
+#[test]
+fn s3_parquet_objects_are_read_beside_csv_ones() {
+    use support::moto::{point_child_at, MotoServer};
+    let moto = MotoServer::start();
+    let admin = moto.admin();
+    admin.create_bucket("pqt");
+    admin.put(
+        "pqt",
+        "export/part-00000.snappy.parquet",
+        &file(rows(40, 6, &[7]), 16, Compression::SNAPPY, &["merchant"]),
+    );
+    admin.put(
+        "pqt",
+        "export/part-00001.csv",
+        b"merchant,code\nshell pos,5000\nspar card,600\n",
+    );
+    admin.put("pqt", "export/_SUCCESS", b"");
+    let ml = OptMl::new();
+    hyperparameters(
+        &ml,
+        &[
+            ("train_uri", "s3://pqt/export/"),
+            ("validation_split", "0.25"),
+            ("max_bad_rows", "1"),
+        ],
+    );
+    let mut command = ml.command();
+    point_child_at(&mut command, &moto.endpoint);
+    let out = command.args(["train", "--dry-run"]).output().unwrap();
+    let summary = ml.assert_dry_run_ok(&out);
+    let (_, table) = label_table(&summary);
+    let total: usize = table.values().map(|(t, e)| t + e).sum();
+    // 40 Parquet rows less the null one, and the two CSV rows.
+    assert_eq!(total, 41, "{summary}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("s3://pqt/export/part-00000.snappy.parquet: row 7 (row group 0, row 7"),
+        "{stderr}"
+    );
+}
