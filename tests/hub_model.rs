@@ -448,3 +448,23 @@ fn a_missing_or_pickle_only_model_and_no_hub_are_one_line_errors() {
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(hub.requests().len(), before);
 }
+
+#[test]
+fn an_endpoint_that_never_answers_fails_within_30_seconds() {
+    // Connections are accepted by the kernel (the listener lives) but no byte ever comes back,
+    // as with a proxy that swallows traffic.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", silent.local_addr().unwrap().port());
+    let home = tempfile::tempdir().unwrap();
+    let ml = job("txcat-tests/tiny", &[]);
+    let started = Instant::now();
+    let out = run(&ml, &endpoint, home.path(), &[], &["train", "--dry-run"]);
+    let took = started.elapsed();
+    ml.assert_failed(
+        &out,
+        1,
+        &["txcat-tests/tiny", "cannot be reached", "no answer within"],
+    );
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    drop(silent);
+}

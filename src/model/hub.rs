@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 /// The public Hub, when `HF_ENDPOINT` is not set.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 /// How long the first request (the revision's file list), retries included, may take.
-pub const CONTACT_BUDGET: Duration = Duration::from_secs(20);
+pub const CONTACT_BUDGET: Duration = Duration::from_secs(15);
 /// Attempts per request for failures a retry may cure (connection, 429, 5xx).
 const ATTEMPTS: u32 = 3;
 
