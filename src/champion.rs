@@ -171,6 +171,8 @@ fn candidate(request: &ChampionRequest<'_>) -> Result<Candidate, ChampionError> 
         model_home: request.paths.model_home.as_deref(),
         s3: s3::S3Options::from_settings(&request.paths.s3),
         limits: UnpackLimits::default(),
+        // The model to beat is one txcat trained, never a Hub download.
+        hub: None,
     })
     .map_err(|source| ChampionError::Model { origin, source })?;
     Ok(Candidate {

@@ -21,6 +21,8 @@ use crate::data::labels::LabelMap;
 use crate::hyperparams::Hyperparameters;
 use crate::job::{LabelledTexts, PreparedData};
 use crate::metrics::{self, MetricsError};
+use crate::model::hub::HubSettings;
+use crate::model::source::HubRequest;
 use crate::model::{
     check_model_dir, resolve_source, ModelCheck, ModelError, ModelSource, SequenceClassifier,
     SourceRequest,
@@ -134,7 +136,8 @@ pub trait CheckpointPlan {
 }
 
 /// Finds the starting model named by the hyperparameters (see [`crate::model::source`]): a
-/// folder, a tarball, the `model` channel or `s3://`; scratch lives as long as the value.
+/// folder, a tarball, the `model` channel, `s3://` or the Hugging Face Hub; scratch lives as long
+/// as the value.
 pub fn source_model(paths: &Paths, hp: &Hyperparameters) -> Result<ModelSource, FineTuneError> {
     let channel = paths.channel_dir("model");
     let channel = channel.exists().then_some(channel);
@@ -144,6 +147,10 @@ pub fn source_model(paths: &Paths, hp: &Hyperparameters) -> Result<ModelSource, 
         model_home: paths.model_home.as_deref(),
         s3: s3::S3Options::from_settings(&paths.s3),
         limits: UnpackLimits::default(),
+        hub: Some(HubRequest {
+            revision: &hp.model_revision,
+            settings: HubSettings::from_env(),
+        }),
     })?;
     tracing::info!(origin = %source.origin, dir = %source.dir.display(), "starting model");
     Ok(source)

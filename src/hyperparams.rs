@@ -170,6 +170,9 @@ pub struct Hyperparameters {
     // --- model ---
     /// Path, `model` channel entry, `$TXCAT_MODEL_HOME/<name>` or `s3://` URI (alias `model_name`).
     pub model_name_or_path: String,
+    /// The Hub revision of a `model_name_or_path` fetched from the Hugging Face Hub: a branch,
+    /// tag or commit hash (a commit hash pins the files).
+    pub model_revision: String,
     /// Tokens per text after truncation; HF tokenizer default in the seed is the model maximum, we use 128.
     pub max_length: usize,
     /// Head reuse when the starting model is a classifier (`auto`: rows by label name).
@@ -258,6 +261,7 @@ impl Default for Hyperparameters {
     fn default() -> Self {
         Self {
             model_name_or_path: "distilbert-base-uncased".into(), // the seed recipe's model
+            model_revision: "main".into(),
             max_length: 128,
             warm_start: WarmStart::Auto,
             baseline_model: None,
@@ -363,6 +367,7 @@ pub enum HyperparameterError {
 /// Every accepted key, canonical names (the fields of [`Hyperparameters`]).
 pub const KEYS: &[&str] = &[
     "model_name_or_path",
+    "model_revision",
     "max_length",
     "warm_start",
     "baseline_model",
@@ -694,6 +699,20 @@ impl Hyperparameters {
         let unit = |x: f64| (0.0..1.0).contains(&x);
         match key {
             "model_name_or_path" => self.model_name_or_path = e.string()?,
+            "model_revision" => {
+                let revision = e.string()?;
+                if revision.is_empty()
+                    || revision.contains("..")
+                    || revision
+                        .chars()
+                        .any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(e.invalid(
+                        "a Hub branch, tag or commit hash (e.g. main, v1.0 or a 40-hex-digit commit)",
+                    ));
+                }
+                self.model_revision = revision;
+            }
             "max_length" => {
                 let n = e.size(0)?;
                 if !MAX_LENGTH_RANGE.contains(&n) {

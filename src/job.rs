@@ -388,8 +388,15 @@ pub fn prepare_with(
     let sharded = sharded_channels(paths)?;
     let read = |name: &str, source: &ChannelSource, budget: &mut BadRowBudget| {
         tracing::info!(channel = name, source = %source, "reading channel");
-        let mut stream = source.open(name, &paths.s3).map_err(DataError::from)?;
         let format = formats.get(name).copied();
+        if let (Some(RowFormat::Parquet), ChannelSource::Pipe { fifo }) = (format, source) {
+            // Refused before the FIFO is opened: opening it waits for SageMaker's writer.
+            return Err(DataError::ParquetInPipeMode {
+                file: fifo.display().to_string(),
+            }
+            .into());
+        }
+        let mut stream = source.open(name, &paths.s3).map_err(DataError::from)?;
         let mut rows = read_channel(name, stream.as_mut(), &columns, &dialect, format, budget)?;
         if let Some(dp) = data_parallel.filter(|_| sharded.iter().any(|s| s == name)) {
             let local = rows.rows.len();
@@ -630,8 +637,9 @@ pub fn dry_run_summary(data: &PreparedData, hp: &Hyperparameters, device: &str) 
 }
 
 /// The dry run's model section: the starting model resolved and checked as training would
-/// (header only, no weights loaded); a broken or missing model fails the dry run. Only a job that
-/// names no model source at all (the default name, no `model` channel, no TXCAT_MODEL_HOME:
+/// (header only, no weights loaded, a Hub id fetched like training would); a broken or missing
+/// model fails the dry run. Only a job that names no model source at all (the default name, no
+/// `model` channel, no TXCAT_MODEL_HOME, and HF_HUB_OFFLINE set with the Hub cache lacking it:
 /// data validation on a workstation) is reported unchecked instead.
 fn dry_run_model(
     paths: &Paths,
@@ -639,13 +647,16 @@ fn dry_run_model(
     data: &PreparedData,
 ) -> Result<String, JobError> {
     let mut s = String::new();
+    let hub = crate::model::hub::HubSettings::from_env();
     let no_source = hp.model_name_or_path == Hyperparameters::default().model_name_or_path
         && !paths.channel_dir("model").exists()
-        && paths.model_home.is_none();
+        && paths.model_home.is_none()
+        && hub.offline
+        && !crate::model::hub::is_cached(&hub, &hp.model_name_or_path, &hp.model_revision);
     if no_source && !std::path::Path::new(&hp.model_name_or_path).exists() {
         let _ = writeln!(
             s,
-            "\nModel: NOT CHECKED: model_name_or_path is the default `{}` and the job has no `model` channel and no TXCAT_MODEL_HOME, so training would fail with \"not found\"; name a model to check it",
+            "\nModel: NOT CHECKED: model_name_or_path is the default `{}`, the job has no `model` channel and no TXCAT_MODEL_HOME, and HF_HUB_OFFLINE is set with the Hub cache lacking it, so training would fail with \"not found\"; name a model to check it",
             hp.model_name_or_path
         );
         return Ok(s);

@@ -1,11 +1,13 @@
-//! `txcat predict`: labels a CSV or JSON Lines file with a trained model directory.
+//! `txcat predict`: labels a CSV, JSON Lines or Parquet file with a trained model directory.
 //!
 //! The input is read like a training channel: CSV in any dialect `csv_delimiter`/`csv_encoding`
-//! name (flags here), or JSON Lines by extension (`.jsonl`, `.ndjson`, `.json`), optionally `.gz`.
+//! name (flags here), JSON Lines by extension (`.jsonl`, `.ndjson`, `.json`), optionally `.gz`, or
+//! Parquet (`.parquet`, or a file starting with Parquet's magic bytes; its top-level columns).
 //! Rows keep their order and every input column (JSON Lines objects stay as written); the predicted
 //! label(s) and softmax probabilities are appended (`predicted_label`, `score`, or `label_1`,
-//! `score_1`, ... with `--top-k`). The output is in the input's format, or CSV when `--output`
-//! ends in `.csv`, JSON Lines when it ends in `.jsonl`/`.json`; always UTF-8. Rows are tokenized once and run in length-sorted batches so padding stays small.
+//! `score_1`, ... with `--top-k`). The output is in the input's format (CSV for Parquet input,
+//! since txcat does not write Parquet), or CSV when `--output` ends in `.csv`, JSON Lines when it
+//! ends in `.jsonl`/`.json`; always UTF-8. Rows are tokenized once and run in length-sorted batches so padding stays small.
 //! The output file appears only when complete (written aside, then renamed).
 
 use std::fs;
@@ -15,6 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::cli::PredictArgs;
 use crate::data::dialect;
 use crate::data::format::RowFormat;
+use crate::data::parquet;
 use crate::data::stream::gunzipped;
 use crate::hyperparams::DeviceChoice;
 use crate::inference::{InferenceError, Predictor, Scored};
@@ -59,6 +62,12 @@ enum InputTable {
         lines: Vec<String>,
         texts: Vec<String>,
     },
+    /// The top-level columns of a Parquet file, values as the file types them, with the texts.
+    Parquet {
+        headers: Vec<String>,
+        rows: Vec<Vec<::parquet::record::Field>>,
+        texts: Vec<String>,
+    },
 }
 
 impl InputTable {
@@ -72,7 +81,9 @@ impl InputTable {
                 .iter()
                 .map(|r| r.get(*text_index).unwrap_or(""))
                 .collect(),
-            InputTable::JsonLines { texts, .. } => texts.iter().map(String::as_str).collect(),
+            InputTable::JsonLines { texts, .. } | InputTable::Parquet { texts, .. } => {
+                texts.iter().map(String::as_str).collect()
+            }
         }
     }
 }
@@ -82,11 +93,124 @@ fn read_input(path: &Path, args: &PredictArgs) -> Result<InputTable, PredictErro
         path: path.to_path_buf(),
         reason,
     };
-    let file = fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let mut file = fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let mut head = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, 4), &mut head)
+        .and_then(|_| std::io::Seek::rewind(&mut file))
+        .map_err(|e| bad(e.to_string()))?;
+    let format = match RowFormat::from_name(&path.to_string_lossy()) {
+        RowFormat::Csv if parquet::is_parquet_magic(&head) => RowFormat::Parquet,
+        format => format,
+    };
+    if format == RowFormat::Parquet {
+        return read_parquet(path, file, &args.text_column);
+    }
     let raw = gunzipped(Box::new(std::io::BufReader::new(file))).map_err(|e| bad(e.to_string()))?;
-    match RowFormat::from_name(&path.to_string_lossy()) {
-        RowFormat::Csv => read_csv(raw, args, &bad),
+    match format {
         RowFormat::JsonLines => read_jsonl(raw, &args.text_column, &bad),
+        _ => read_csv(raw, args, &bad),
+    }
+}
+
+/// Every row of a Parquet file, with its top-level columns (nested ones are left out).
+fn read_parquet(
+    path: &Path,
+    file: fs::File,
+    text_column: &str,
+) -> Result<InputTable, PredictError> {
+    use ::parquet::file::reader::FileReader;
+    let name = path.display().to_string();
+    let bad = |reason: String| PredictError::Input {
+        path: path.to_path_buf(),
+        reason,
+    };
+    // The data layer's messages start with the file name; this error's prefix is the path.
+    let data = |e: crate::data::DataError| {
+        let text = e.to_string();
+        bad(text
+            .strip_prefix(&format!("{name}: "))
+            .unwrap_or(&text)
+            .replace("set text_column", "pass --text-column"))
+    };
+    let reader = parquet::open_file(&name, file).map_err(data)?;
+    let root = reader.metadata().file_metadata().schema_descr_ptr();
+    let fields = root.root_schema().get_fields();
+    parquet::find_column(&name, fields, text_column, "text_column").map_err(data)?;
+    let (flat, nested): (Vec<_>, Vec<_>) = fields.iter().cloned().partition(|f| f.is_primitive());
+    if !nested.is_empty() {
+        let names: Vec<&str> = nested.iter().map(|f| f.name()).collect();
+        tracing::warn!(columns = %names.join(", "), "nested Parquet columns are left out of the output");
+    }
+    let headers: Vec<String> = flat.iter().map(|f| f.name().to_string()).collect();
+    let text_at = headers
+        .iter()
+        .position(|h| h == text_column)
+        .ok_or_else(|| bad(format!("column `{text_column}` is nested")))?;
+    let projection = ::parquet::schema::types::Type::group_type_builder(root.root_schema().name())
+        .with_fields(flat)
+        .build()
+        .map_err(|e| bad(parquet::describe_error(&e)))?;
+    let (mut rows, mut texts) = (Vec::new(), Vec::new());
+    for group in 0..reader.num_row_groups() {
+        let group_error = |e: ::parquet::errors::ParquetError| {
+            bad(format!(
+                "row group {group}: {}",
+                parquet::describe_error(&e)
+            ))
+        };
+        let group_reader = reader.get_row_group(group).map_err(group_error)?;
+        let iter = group_reader
+            .get_row_iter(Some(projection.clone()))
+            .map_err(group_error)?;
+        for row in iter {
+            let at = rows.len();
+            let row = row.map_err(|e| bad(format!("row {at}: {}", parquet::describe_error(&e))))?;
+            let values: Vec<_> = row.into_columns().into_iter().map(|(_, v)| v).collect();
+            let text = parquet::as_text(&values[text_at]).map_err(|kind| {
+                bad(format!(
+                    "row {at} (counted from 0): column `{text_column}` is {kind}"
+                ))
+            })?;
+            texts.push(text);
+            rows.push(values);
+        }
+    }
+    Ok(InputTable::Parquet {
+        headers,
+        rows,
+        texts,
+    })
+}
+
+/// A Parquet value as a CSV field: as pandas `to_csv` writes it (null empty, `True`, `2.0`).
+fn parquet_csv_text(value: &::parquet::record::Field) -> String {
+    match value {
+        ::parquet::record::Field::Null => String::new(),
+        other => parquet::as_text(other).unwrap_or_else(|_| other.to_string()),
+    }
+}
+
+/// A Parquet value as JSON: scalars typed, other kinds (dates, decimals) as their text.
+fn parquet_json(value: &::parquet::record::Field) -> serde_json::Value {
+    use ::parquet::record::Field;
+    match value {
+        Field::Null => serde_json::Value::Null,
+        Field::Bool(b) => (*b).into(),
+        Field::Byte(x) => (*x).into(),
+        Field::Short(x) => (*x).into(),
+        Field::Int(x) => (*x).into(),
+        Field::Long(x) => (*x).into(),
+        Field::UByte(x) => (*x).into(),
+        Field::UShort(x) => (*x).into(),
+        Field::UInt(x) => (*x).into(),
+        Field::ULong(x) => (*x).into(),
+        Field::Float(x) => {
+            serde_json::Number::from_f64(f64::from(*x)).map_or(serde_json::Value::Null, Into::into)
+        }
+        Field::Double(x) => {
+            serde_json::Number::from_f64(*x).map_or(serde_json::Value::Null, Into::into)
+        }
+        other => parquet_csv_text(other).into(),
     }
 }
 
@@ -196,15 +320,22 @@ pub fn run(args: &PredictArgs) -> Result<(), PredictError> {
         }
         .into());
     }
+    let named = RowFormat::from_name(&args.output.to_string_lossy());
+    if named == RowFormat::Parquet {
+        return Err(PredictError::Input {
+            path: args.output.clone(),
+            reason: "txcat does not write Parquet; name the output .csv or .jsonl".to_string(),
+        });
+    }
     let predictor = Predictor::load(&args.model, DeviceChoice::Auto)?;
     let table = read_input(&args.input, args)?;
     let texts = table.texts();
     let top = predictor.predict(&texts, args.top_k, args.batch_size)?;
-    let output = match RowFormat::from_name(&args.output.to_string_lossy()) {
+    let output = match named {
         _ if has_csv_extension(&args.output) => RowFormat::Csv,
         RowFormat::JsonLines => RowFormat::JsonLines,
-        RowFormat::Csv if matches!(table, InputTable::JsonLines { .. }) => RowFormat::JsonLines,
-        RowFormat::Csv => RowFormat::Csv,
+        _ if matches!(table, InputTable::JsonLines { .. }) => RowFormat::JsonLines,
+        _ => RowFormat::Csv,
     };
     write_output(
         &args.output,
@@ -254,6 +385,7 @@ fn write_output(
                     headers, delimiter, ..
                 } => (headers.iter().map(str::to_owned).collect(), *delimiter),
                 InputTable::JsonLines { .. } => (vec![text_column.to_string()], b','),
+                InputTable::Parquet { headers, .. } => (headers.clone(), b','),
             };
             header.extend(names.iter().cloned());
             let mut writer = csv::WriterBuilder::new()
@@ -267,6 +399,9 @@ fn write_output(
                         records[row].iter().map(str::to_owned).collect()
                     }
                     InputTable::JsonLines { .. } => vec![texts[row].to_string()],
+                    InputTable::Parquet { rows, .. } => {
+                        rows[row].iter().map(parquet_csv_text).collect()
+                    }
                 };
                 for (label, score) in predicted(best) {
                     fields.push(label);
@@ -295,9 +430,22 @@ fn write_output(
                         json_object(columns.chain(fields))
                     }
                     InputTable::JsonLines { lines, .. } => with_fields(&lines[row], fields),
+                    InputTable::Parquet { headers, rows, .. } => {
+                        let columns = headers
+                            .iter()
+                            .zip(rows[row].iter())
+                            .map(|(h, v)| (h.clone(), parquet_json(v)));
+                        json_object(columns.chain(fields))
+                    }
                 };
                 writeln!(out, "{line}").map_err(io)?;
             }
+        }
+        RowFormat::Parquet => {
+            return Err(PredictError::Input {
+                path: path.to_path_buf(),
+                reason: "txcat does not write Parquet; name the output .csv or .jsonl".into(),
+            })
         }
     }
     let file = out

@@ -1,4 +1,4 @@
-//! `txcat predict` reads what training reads (CSV dialects, JSON Lines) and writes the input's
+//! `txcat predict` reads what training reads (CSV dialects, JSON Lines, Parquet) and writes the input's
 //! format, or the one `--output`'s extension names; the labels do not depend on the format.
 
 mod common;
@@ -151,4 +151,85 @@ fn a_wrong_delimiter_or_bad_line_names_the_flag_and_line() {
         describe(&out)
     );
     assert!(!dir.path().join("o.jsonl").exists());
+}
+
+#[test]
+fn parquet_input_gives_the_csv_labels_as_csv_or_json_lines_and_never_parquet() {
+    use common::parquet::{parquet_bytes, Col};
+    let dir = tempfile::tempdir().unwrap();
+    let texts = texts();
+    let plain = dir.path().join("plain.csv");
+    let mut csv = String::from("text\n");
+    for t in &texts {
+        csv += &format!("{t}\n");
+    }
+    std::fs::write(&plain, csv).unwrap();
+    let want: Vec<String> = csv::Reader::from_reader(
+        predict(&plain, &dir.path().join("plain.out.csv"), &[]).as_bytes(),
+    )
+    .records()
+    .map(|r| r.unwrap()[1].to_string())
+    .collect();
+
+    // Two row groups, a dictionary-encoded text column, an int id and a nullable double.
+    let n = texts.len();
+    let bytes = parquet_bytes(
+        &[
+            ("id", Col::Int((0..n as i32).map(Some).collect())),
+            ("text", Col::Str(texts.iter().cloned().map(Some).collect())),
+            (
+                "amount",
+                Col::Double((0..n).map(|i| (i != 1).then_some(2.0)).collect()),
+            ),
+        ],
+        n.div_ceil(2),
+        parquet::basic::Compression::SNAPPY,
+        &["text"],
+    );
+    let input = dir.path().join("rows.parquet");
+    std::fs::write(&input, &bytes).unwrap();
+
+    // Default output: CSV, every column, values as pandas writes them.
+    let out = predict(&input, &dir.path().join("rows.out"), &[]);
+    let mut reader = csv::Reader::from_reader(out.as_bytes());
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        vec!["id", "text", "amount", "predicted_label", "score"]
+    );
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let got: Vec<String> = records.iter().map(|r| r[3].to_string()).collect();
+    assert_eq!(got, want, "{out}");
+    assert_eq!((&records[0][2], &records[1][2]), ("2.0", ""), "{out}");
+
+    // JSON Lines by extension: the file's types kept.
+    let out = predict(&input, &dir.path().join("rows.out.jsonl"), &[]);
+    let objects: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(objects.len(), n);
+    for (i, o) in objects.iter().enumerate() {
+        assert_eq!(o["id"], i, "{out}");
+        assert_eq!(o["text"], texts[i].as_str(), "{out}");
+        assert_eq!(o["predicted_label"], want[i].as_str(), "{out}");
+    }
+    assert!(objects[1]["amount"].is_null(), "{out}");
+
+    // Parquet output is refused before anything is written.
+    let model = model();
+    let target = dir.path().join("o.parquet");
+    let out = Command::new(TXCAT)
+        .args(["predict", "--model", model.to_str().unwrap(), "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not write Parquet"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!target.exists());
 }

@@ -170,6 +170,7 @@ impl ObjectStream for Objects {
             name,
             reader: Box::new(Cursor::new(bytes)),
             concatenated: false,
+            local_path: None,
         }))
     }
 }

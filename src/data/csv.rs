@@ -271,6 +271,7 @@ mod tests {
             name: name.into(),
             reader: Box::new(Cursor::new(bytes)),
             concatenated,
+            local_path: None,
         }
     }
 

@@ -7,11 +7,13 @@ pub enum RowFormat {
     Csv,
     /// One JSON object per line.
     JsonLines,
+    /// Apache Parquet (needs a seekable file, so never Pipe mode; never gzipped as a whole).
+    Parquet,
 }
 
 /// `ContentType` values accepted in `inputdataconfig.json`, for error messages.
 pub const CONTENT_TYPES: &str =
-    "text/csv, application/jsonlines (or application/json-lines, application/x-jsonlines)";
+    "text/csv, application/jsonlines (or application/json-lines, application/x-jsonlines), application/x-parquet";
 
 impl RowFormat {
     /// The format a channel's `ContentType` declares (parameters such as `; charset=utf-8` and
@@ -30,16 +32,22 @@ impl RowFormat {
             | "application/x-jsonlines"
             | "application/jsonl"
             | "application/x-ndjson" => Ok(RowFormat::JsonLines),
+            "application/x-parquet" | "application/parquet" | "application/vnd.apache.parquet" => {
+                Ok(RowFormat::Parquet)
+            }
             _ => Err(content_type.to_string()),
         }
     }
 
     /// The format a file name implies: `.jsonl`, `.ndjson`, `.json` (each optionally `.gz`) are
-    /// JSON Lines; anything else is CSV.
+    /// JSON Lines; `.parquet` (and `.parquet.gz`, which the Parquet reader then refuses with a
+    /// message) is Parquet; anything else is CSV.
     pub fn from_name(name: &str) -> Self {
         let lower = name.to_ascii_lowercase();
         let stem = lower.strip_suffix(".gz").unwrap_or(&lower);
-        if [".jsonl", ".ndjson", ".json"]
+        if stem.ends_with(".parquet") {
+            RowFormat::Parquet
+        } else if [".jsonl", ".ndjson", ".json"]
             .iter()
             .any(|ext| stem.ends_with(ext))
         {
@@ -76,6 +84,15 @@ mod tests {
         );
         assert_eq!(RowFormat::from_name("a.json"), RowFormat::JsonLines);
         assert_eq!(RowFormat::from_name("a.csv.gz"), RowFormat::Csv);
+        assert_eq!(
+            RowFormat::from_name("part-0.snappy.PARQUET"),
+            RowFormat::Parquet
+        );
+        assert_eq!(RowFormat::from_name("a.parquet.gz"), RowFormat::Parquet);
+        assert_eq!(
+            RowFormat::from_content_type("application/x-parquet"),
+            Ok(RowFormat::Parquet)
+        );
         assert_eq!(
             RowFormat::from_name("/opt/ml/input/data/train_0"),
             RowFormat::Csv

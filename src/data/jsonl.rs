@@ -110,8 +110,14 @@ pub fn as_text(value: &serde_json::Value) -> Option<String> {
 /// Python's `repr(float)` for the values JSON can hold: shortest round-trip digits, and a `.0`
 /// on whole numbers (Rust prints `3` where Python prints `3.0`).
 fn python_float(x: f64) -> String {
-    let s = x.to_string();
-    if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e16 {
+    python_float_digits(x, x.to_string())
+}
+
+/// [`python_float`] of `x` whose shortest round-trip digits are `s` (for an `f32`, its own).
+pub(super) fn python_float_digits(x: f64, s: String) -> String {
+    if x.is_nan() {
+        "nan".to_string()
+    } else if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e16 {
         format!("{s}.0")
     } else {
         s
@@ -151,6 +157,7 @@ mod tests {
             name: "f.jsonl".into(),
             reader: Box::new(Cursor::new(bytes.to_vec())),
             concatenated: false,
+            local_path: None,
         };
         read_object(object, &cols(), &mut budget, &mut rows)?;
         Ok((rows, budget.used))

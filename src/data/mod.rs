@@ -4,6 +4,7 @@
 //! - [`csv`]: CSV objects (gzip, BOM, CRLF, RFC 4180) -> `(text, label)` rows, bad rows counted.
 //! - [`dialect`]: the encoding and delimiter of a CSV file (fixed or sniffed per file).
 //! - [`jsonl`]: JSON Lines objects -> `(text, label)` rows.
+//! - [`parquet`]: Parquet objects -> `(text, label)` rows, a row group at a time.
 //! - [`rows`]: the rows every format yields and the shared bad-row budget.
 //! - [`stream`]: byte-level steps shared by the formats (look-ahead, gunzip).
 //! - [`labels`]: [`labels::LabelMap`], sorted like scikit-learn's `LabelEncoder`.
@@ -17,6 +18,7 @@ pub mod dialect;
 pub mod format;
 pub mod jsonl;
 pub mod labels;
+pub mod parquet;
 pub mod rows;
 pub mod split;
 pub mod stream;
@@ -29,10 +31,12 @@ use crate::storage::StorageError;
 pub enum DataError {
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("{file}:{line}: {problem}; fix the row, or allow skipping with max_bad_rows (now {max_bad_rows})")]
+    #[error(
+        "{at}: {problem}; fix the row, or allow skipping with max_bad_rows (now {max_bad_rows})"
+    )]
     BadRow {
-        file: String,
-        line: u64,
+        /// `file:line`, or for Parquet the file, row group and row.
+        at: String,
         problem: String,
         max_bad_rows: usize,
     },
@@ -62,6 +66,19 @@ pub enum DataError {
     },
     #[error("{file}:1: the file holds one JSON array, not JSON Lines; write one object per line, e.g. with pandas to_json(orient=\"records\", lines=True)")]
     JsonArray { file: String },
+    #[error("{file}: Parquet cannot be read in Pipe mode (a Parquet reader starts at the file's footer, so it needs a seekable file); set the channel's TrainingInputMode (the estimator's input_mode) to File or FastFile")]
+    ParquetInPipeMode { file: String },
+    #[error("{file}: the Parquet file is gzipped as a whole, which a Parquet reader cannot seek in; write it without the outer gzip and name it .parquet (Parquet compresses inside: snappy, gzip or zstd)")]
+    ParquetGzipped { file: String },
+    #[error("{file}: column `{column}` ({key}) is {kind}; txcat reads string, integer, float or boolean columns, so cast it (e.g. to string) when writing the file or set {key} to another column")]
+    ParquetColumnType {
+        file: String,
+        column: String,
+        key: &'static str,
+        kind: String,
+    },
+    #[error("{file}: {problem}")]
+    Parquet { file: String, problem: String },
     #[error("channel `{channel}` has no data rows (files: {files}); add rows below the header")]
     NoRows { channel: String, files: String },
     #[error("evaluation channel `{channel}` has {rows} rows whose labels do not occur in training: {labels}; add them to the training data or set unseen_eval_labels=drop")]

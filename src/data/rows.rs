@@ -44,16 +44,20 @@ impl BadRowBudget {
     /// Skips the bad row at `file:line` (counted, logged) while the budget allows, else fails
     /// the job naming the row. Every row format reports bad rows through here.
     pub fn skip(&mut self, file: &str, line: u64, problem: String) -> Result<(), DataError> {
+        self.skip_at(format!("{file}:{line}"), problem)
+    }
+
+    /// [`Self::skip`] for rows that are not lines (a Parquet row group and row): `at` says where.
+    pub fn skip_at(&mut self, at: String, problem: String) -> Result<(), DataError> {
         if self.used >= self.max {
             return Err(DataError::BadRow {
-                file: file.to_string(),
-                line,
+                at,
                 problem,
                 max_bad_rows: self.max,
             });
         }
         self.used += 1;
-        tracing::warn!(file = %file, line, problem = %problem, "skipping bad row ({} of max_bad_rows={})", self.used, self.max);
+        tracing::warn!(at = %at, problem = %problem, "skipping bad row ({} of max_bad_rows={})", self.used, self.max);
         Ok(())
     }
 }

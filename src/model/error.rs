@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// `model_name_or_path` resolved to nothing.
-    #[error("model `{name}` not found (looked in: {searched}); no model can be downloaded here: pass a directory holding config.json, model.safetensors and tokenizer.json (or a model.tar.gz of one), ship it in the `model` input channel, or put it under $TXCAT_MODEL_HOME/{name}")]
+    #[error("model `{name}` not found (looked in: {searched}); pass a directory holding config.json, model.safetensors and tokenizer.json (or a model.tar.gz of one), ship it in the `model` input channel, or put it under $TXCAT_MODEL_HOME/{name}")]
     NotFound {
         /// The name or path asked for.
         name: String,
@@ -74,6 +74,15 @@ pub enum ModelError {
     /// An `s3://` model could not be downloaded.
     #[error("model download: {0}")]
     Download(#[from] crate::storage::StorageError),
+    /// A Hub model could not be fetched (boxed: the variants carry several strings).
+    #[error(transparent)]
+    Hub(Box<super::hub::HubError>),
+}
+
+impl From<super::hub::HubError> for ModelError {
+    fn from(e: super::hub::HubError) -> Self {
+        ModelError::Hub(Box::new(e))
+    }
 }
 
 impl ModelError {
@@ -84,6 +93,7 @@ impl ModelError {
             ModelError::Io { .. } => false,
             ModelError::Archive(e) => e.is_bad_input(),
             ModelError::Download(e) => e.is_bad_input(),
+            ModelError::Hub(e) => e.is_bad_input(),
             _ => true,
         }
     }

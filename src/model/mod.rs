@@ -2,7 +2,8 @@
 //! safetensors with Hugging Face names.
 //!
 //! - [`source::resolve_source`] finds the directory a `model_name_or_path` refers to (a folder,
-//!   a `model.tar.gz`, the `model` channel, `s3://`), unpacking or downloading into scratch.
+//!   a `model.tar.gz`, the `model` channel, `s3://`), unpacking or downloading into scratch;
+//!   [`hub`] fetches a Hub id (`org/name`) into the Hugging Face cache.
 //! - [`SequenceClassifier::load_with`] reads `config.json` + `model.safetensors` (never pickle),
 //!   checks every tensor name and shape, matches a classifier head to the labels by name
 //!   ([`warm_start`]) and gives fresh parts the HF initialisation.
@@ -16,6 +17,7 @@
 mod classifier;
 mod config;
 mod error;
+pub mod hub;
 mod layers;
 pub mod source;
 pub mod warm_start;

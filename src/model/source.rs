@@ -1,10 +1,11 @@
 //! Where a run's starting model comes from: a directory, a packed model (`model.tar.gz`, `.tgz`,
 //! `.tar`), the `model` input channel (File mode drops SageMaker's `model.tar.gz` there as is),
-//! `$TXCAT_MODEL_HOME/<name>`, or an `s3://` prefix or key (a prefix holding the model files, or
-//! the tarball itself).
+//! `$TXCAT_MODEL_HOME/<name>`, an `s3://` prefix or key (a prefix holding the model files, or
+//! the tarball itself), or else the Hugging Face Hub ([`super::hub`]) for a Hub id.
 //!
 //! Order for local names: the path itself, the `model` channel (itself, then
-//! `<channel>/<name>`), then `$TXCAT_MODEL_HOME/<name>`. At each place a folder holding
+//! `<channel>/<name>`), then `$TXCAT_MODEL_HOME/<name>`, then (for `name` or `org/name`, when
+//! the request allows it) the Hub. At each place a folder holding
 //! `config.json` is the model; a folder without one that holds a tarball (`model.tar.gz` first,
 //! else the only one) or a path naming a tarball is unpacked ([`crate::storage::archive`]) into a
 //! scratch folder that lives as long as the [`ModelSource`]. An unpacked archive is the model
@@ -12,6 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::hub::{self, HubSettings};
 use super::ModelError;
 use crate::storage::archive::{self, is_archive_name, UnpackLimits};
 use crate::storage::s3::{self, S3Options};
@@ -29,6 +31,16 @@ pub struct SourceRequest<'a> {
     pub s3: S3Options,
     /// Caps on what an archive may unpack to.
     pub limits: UnpackLimits,
+    /// Fetch Hub ids found nowhere else from the Hub (`None`: never).
+    pub hub: Option<HubRequest<'a>>,
+}
+
+/// How to fetch a Hub id.
+#[derive(Debug, Clone)]
+pub struct HubRequest<'a> {
+    /// `model_revision`: a branch, tag or commit hash.
+    pub revision: &'a str,
+    pub settings: HubSettings,
 }
 
 /// A resolved model directory; holds the scratch folder of a download or an unpacked archive.
@@ -206,17 +218,26 @@ pub fn resolve_source(request: &SourceRequest<'_>) -> Result<ModelSource, ModelE
             None => {}
         }
     }
+    let searched = if places.is_empty() {
+        "nowhere: no name, no model channel, no TXCAT_MODEL_HOME".to_string()
+    } else {
+        places
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(request) = request.hub.as_ref().filter(|_| hub::is_hub_id(name)) {
+        let dir = hub::fetch(name, request.revision, &request.settings, &searched)?;
+        return Ok(ModelSource {
+            dir,
+            origin: format!("{name} (Hugging Face Hub, revision {})", request.revision),
+            _scratch: None,
+        });
+    }
     Err(ModelError::NotFound {
         name: name.to_string(),
-        searched: if places.is_empty() {
-            "nowhere: no name, no model channel, no TXCAT_MODEL_HOME".to_string()
-        } else {
-            places
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        },
+        searched,
     })
 }
 
@@ -277,6 +298,7 @@ mod tests {
             model_home: home,
             s3: S3Options::default(),
             limits: UnpackLimits::default(),
+            hub: None,
         }
     }
 

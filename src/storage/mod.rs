@@ -4,7 +4,7 @@
 //!
 //! Invariants: objects come in a deterministic order (sorted names); hidden files and marker
 //! objects (`.`-prefixed, `_SUCCESS`-style, see [`is_hidden_name`]) are skipped; in a directory only
-//! CSV and JSON Lines files are data ([`is_data_file_name`]), others are skipped with a warning; names are
+//! CSV, JSON Lines and Parquet files are data ([`is_data_file_name`]), others are skipped with a warning; names are
 //! what a user should see in an error message (a path or an `s3://` URI).
 
 use std::io::Read;
@@ -17,6 +17,9 @@ pub struct InputObject {
     pub reader: Box<dyn Read + Send>,
     /// True when the stream is several files concatenated (Pipe mode): header lines may repeat.
     pub concatenated: bool,
+    /// The file itself when it is a regular local file, for formats that seek (Parquet reads its
+    /// footer first); `None` for streams (S3 objects, a Pipe-mode FIFO).
+    pub local_path: Option<std::path::PathBuf>,
 }
 
 /// A channel's objects, opened one after the other.
@@ -84,6 +87,7 @@ pub(crate) fn open_file_object(
         name: path.display().to_string(),
         reader: Box::new(std::io::BufReader::new(file)),
         concatenated,
+        local_path: (!concatenated).then(|| path.to_path_buf()),
     })
 }
 
@@ -110,14 +114,17 @@ pub fn is_hidden_name(name: &str) -> bool {
 }
 
 /// The data file names a channel directory may hold, for messages.
-pub const DATA_FILE_KINDS: &str = ".csv, .jsonl, .ndjson or .json (each optionally .gz)";
+pub const DATA_FILE_KINDS: &str =
+    ".csv, .jsonl, .ndjson or .json (each optionally .gz), or .parquet";
 
 /// True for names that hold channel data (see [`DATA_FILE_KINDS`], any case). Sources skip other
-/// files with a warning, so a README or manifest next to the data never breaks a job.
+/// files with a warning, so a README or manifest next to the data never breaks a job. A
+/// `.parquet.gz` is data too, so that the Parquet reader can say why it cannot be read instead
+/// of the file being skipped.
 pub fn is_data_file_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     let stem = lower.strip_suffix(".gz").unwrap_or(&lower);
-    [".csv", ".jsonl", ".ndjson", ".json"]
+    [".csv", ".jsonl", ".ndjson", ".json", ".parquet"]
         .iter()
         .any(|ext| stem.ends_with(ext))
 }

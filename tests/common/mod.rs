@@ -5,6 +5,8 @@
 //! variable from the child's environment, so the host environment cannot leak into a test.
 #![allow(dead_code)] // each test crate uses a different subset
 
+pub mod parquet;
+
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
@@ -119,7 +121,8 @@ impl OptMl {
         self.add_channel_file(channel, name, bytes)
     }
 
-    /// The binary with a clean environment pointing at this tree; add arguments yourself.
+    /// The binary with a clean environment pointing at this tree (and offline from the Hub); add
+    /// arguments yourself.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(TXCAT);
         for (key, _) in std::env::vars_os() {
@@ -127,8 +130,14 @@ impl OptMl {
                 cmd.env_remove(&key);
             }
         }
+        // No test reaches the real Hugging Face Hub: Hub ids found nowhere else fail at once
+        // (tests/hub_model.rs undoes this for its fake Hub).
         cmd.env("SAGEMAKER_BASE_DIR", self.root())
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            .env("HF_HUB_OFFLINE", "1")
+            .env("HF_HOME", self.root().join("hf-home"))
+            .env_remove("HF_ENDPOINT")
+            .env_remove("HF_TOKEN");
         cmd
     }
 

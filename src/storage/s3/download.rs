@@ -320,6 +320,7 @@ impl ObjectStream for PrefetchingStream {
                 _context: Arc::clone(&self.context),
             }),
             concatenated: false,
+            local_path: None,
         }))
     }
 }
