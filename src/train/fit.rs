@@ -462,19 +462,13 @@ pub fn evaluate<M: ClassifierModel>(
     device: Device,
     label_names: &[String],
 ) -> Result<ClassificationReport, TrainError> {
-    let (y_pred, loss) = predict_rows(model, set, set.len(), batch_size, pad_id, device)?;
-    let y_true: Vec<usize> = set.labels().iter().map(|&l| l as usize).collect();
-    Ok(metrics::classification_report(
-        &y_true,
-        &y_pred,
-        label_names,
-        Some(loss),
-    )?)
+    evaluate_shared(model, set, batch_size, pad_id, device, label_names, None)
 }
 
-/// [`evaluate`] with each rank of `dp` predicting every `world`-th row: the predictions are
-/// assembled by an allreduce (each row is non-zero on at most one rank) and the loss sums
-/// added, so every rank reports what one process would (the loss up to summation order).
+/// [`evaluate`] with each rank of `dp` (if any) predicting every `world`-th row: the
+/// predictions are assembled by an allreduce (each row is non-zero on at most one rank) and the
+/// loss sums added, so every rank reports what one process would (the loss up to summation
+/// order).
 fn evaluate_shared<M: ClassifierModel>(
     model: &M,
     set: &TokenizedSet,
@@ -484,35 +478,38 @@ fn evaluate_shared<M: ClassifierModel>(
     label_names: &[String],
     dp: Option<&DataParallel>,
 ) -> Result<ClassificationReport, TrainError> {
-    let Some(dp) = dp else {
-        return evaluate(model, set, batch_size, pad_id, device, label_names);
-    };
-    let rows: Vec<usize> = (dp.rank()..set.len()).step_by(dp.world()).collect();
+    let (first, step) = dp.map_or((0, 1), |dp| (dp.rank(), dp.world()));
+    let rows: Vec<usize> = (first..set.len()).step_by(step).collect();
     let (preds, loss_sum) = predict_subset(model, set, &rows, batch_size, pad_id, device)?;
-    let mut all = vec![0i64; set.len()];
-    for (&row, &p) in rows.iter().zip(&preds) {
-        all[row] = p as i64;
-    }
-    let group = dp.group();
-    let mut all_t = Tensor::f_from_slice(&all)?.f_to_device(group.scratch_device())?;
-    group.all_reduce(&mut all_t, ReduceOp::Sum, "evaluation (predictions)")?;
-    let y_pred: Vec<usize> = Vec::<i64>::try_from(all_t.f_to_device(Device::Cpu)?)?
-        .into_iter()
-        .map(|p| p as usize)
-        .collect();
-    let loss_sum = group.sum_f64(loss_sum, "evaluation (loss)")?;
-    let loss = if set.is_empty() {
-        0.0
-    } else {
-        loss_sum / set.len() as f64
+    let (y_pred, loss_sum) = match dp {
+        None => (preds, loss_sum),
+        Some(dp) => {
+            let mut all = vec![0i64; set.len()];
+            for (&row, &p) in rows.iter().zip(&preds) {
+                all[row] = p as i64;
+            }
+            let group = dp.group();
+            let all = group.reduce_values(&all, ReduceOp::Sum, "evaluation (predictions)")?;
+            let loss_sum = group.sum_f64(loss_sum, "evaluation (loss)")?;
+            (all.into_iter().map(|p| p as usize).collect(), loss_sum)
+        }
     };
     let y_true: Vec<usize> = set.labels().iter().map(|&l| l as usize).collect();
     Ok(metrics::classification_report(
         &y_true,
         &y_pred,
         label_names,
-        Some(loss),
+        Some(mean(loss_sum, set.len())),
     )?)
+}
+
+/// `sum / n`, 0 for no rows.
+fn mean(sum: f64, n: usize) -> f64 {
+    if n == 0 {
+        0.0
+    } else {
+        sum / n as f64
+    }
 }
 
 /// The predicted class of each of the first `limit` rows of `set` (in row order) and their mean
@@ -525,15 +522,9 @@ pub fn predict_rows<M: ClassifierModel>(
     pad_id: u32,
     device: Device,
 ) -> Result<(Vec<usize>, f64), TrainError> {
-    let rows = limit.min(set.len());
-    let all: Vec<usize> = (0..rows).collect();
+    let all: Vec<usize> = (0..limit.min(set.len())).collect();
     let (y_pred, loss_sum) = predict_subset(model, set, &all, batch_size, pad_id, device)?;
-    let loss = if rows == 0 {
-        0.0
-    } else {
-        loss_sum / rows as f64
-    };
-    Ok((y_pred, loss))
+    Ok((y_pred, mean(loss_sum, all.len())))
 }
 
 /// The predicted class of each of `rows` (in that order) and their summed loss.
@@ -606,10 +597,8 @@ impl StopVote {
     fn agree(self, dp: Option<&DataParallel>, step: u64) -> Result<Self, TrainError> {
         let Some(dp) = dp else { return Ok(self) };
         let code = i64::from(self.hook) | (i64::from(self.flag) << 1);
-        let group = dp.group();
-        let mut t = Tensor::f_from_slice(&[code])?.f_to_device(group.scratch_device())?;
-        group.broadcast(&mut t, 0, &format!("stop decision after step {step}"))?;
-        let code = t.f_int64_value(&[0])?;
+        let phase = format!("stop decision after step {step}");
+        let code = dp.group().broadcast_values(&[code], 0, &phase)?[0];
         Ok(Self {
             hook: code & 1 != 0,
             flag: code & 2 != 0,
@@ -815,11 +804,11 @@ fn fit_loop<M: ClassifierModel>(
         let mut bad = sums.first_bad.f_int64_value(&[])?;
         if let Some(dp) = dp {
             // The earliest bad step on any rank (-1 = none travels as i64::MAX).
-            let group = dp.group();
             let mine = if bad < 0 { i64::MAX } else { bad };
-            let mut t = Tensor::f_from_slice(&[mine])?.f_to_device(group.scratch_device())?;
-            group.all_reduce(&mut t, ReduceOp::Min, "non-finite loss check")?;
-            bad = match t.f_int64_value(&[0])? {
+            let earliest =
+                dp.group()
+                    .reduce_values(&[mine], ReduceOp::Min, "non-finite loss check")?;
+            bad = match earliest[0] {
                 i64::MAX => -1,
                 b => b,
             };

@@ -290,12 +290,38 @@ impl ProcessGroup {
 
     /// Sums one f64 across ranks (loss sums, counts).
     pub fn sum_f64(&self, value: f64, phase: &str) -> Result<f64, DistError> {
+        Ok(self.reduce_values(&[value], ReduceOp::Sum, phase)?[0])
+    }
+
+    /// `values` (the same length on every rank) reduced element-wise with `op` across ranks:
+    /// the host-side values the loop agrees on (predictions, flags, counters).
+    pub fn reduce_values<T: tch::kind::Element + Copy>(
+        &self,
+        values: &[T],
+        op: ReduceOp,
+        phase: &str,
+    ) -> Result<Vec<T>, DistError> {
         let torch = |e: tch::TchError| self.error(phase, e.to_string());
-        let mut t = Tensor::f_from_slice(&[value])
-            .and_then(|t| t.f_to_device(self.scratch))
-            .map_err(torch)?;
-        self.all_reduce(&mut t, ReduceOp::Sum, phase)?;
-        t.f_double_value(&[0]).map_err(torch)
+        let mut t = self.scratch_tensor(values).map_err(torch)?;
+        self.all_reduce(&mut t, op, phase)?;
+        Vec::<T>::try_from(t.f_to_device(Device::Cpu).map_err(torch)?).map_err(torch)
+    }
+
+    /// `root`'s `values` on every rank (each rank passes the same length).
+    pub fn broadcast_values<T: tch::kind::Element + Copy>(
+        &self,
+        values: &[T],
+        root: usize,
+        phase: &str,
+    ) -> Result<Vec<T>, DistError> {
+        let torch = |e: tch::TchError| self.error(phase, e.to_string());
+        let mut t = self.scratch_tensor(values).map_err(torch)?;
+        self.broadcast(&mut t, root, phase)?;
+        Vec::<T>::try_from(t.f_to_device(Device::Cpu).map_err(torch)?).map_err(torch)
+    }
+
+    fn scratch_tensor<T: tch::kind::Element>(&self, values: &[T]) -> Result<Tensor, tch::TchError> {
+        Tensor::f_from_slice(values)?.f_to_device(self.scratch)
     }
 
     fn check_tensor(&self, t: &Tensor, phase: &str) -> Result<(), DistError> {
