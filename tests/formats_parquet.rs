@@ -7,7 +7,7 @@ mod common;
 mod support;
 
 use common::parquet::{layout, parquet_bytes, Col};
-use common::{channel_line, describe, fixture, label_table, OptMl, CLASSES, NOISE};
+use common::{channel_line, describe, label_table, OptMl, CLASSES, NOISE};
 use parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -64,22 +64,11 @@ fn file(
     )
 }
 
+/// The quick tiny-model run on the fixture's columns (`extra` overrides).
 fn hyperparameters(ml: &OptMl, extra: &[(&str, &str)]) {
-    let model = fixture("tiny-distilbert-trainable");
-    let mut hp = vec![
-        ("model_name_or_path", model.to_str().unwrap()),
-        ("text_column", "merchant"),
-        ("label_column", "code"),
-        ("epochs", "20"),
-        ("train_batch_size", "16"),
-        ("learning_rate", "0.003"),
-        ("max_length", "32"),
-        ("num_threads", "1"),
-        ("save_strategy", "no"),
-        ("logging_steps", "10"),
-    ];
+    let mut hp = vec![("text_column", "merchant"), ("label_column", "code")];
     hp.extend_from_slice(extra);
-    ml.write_hyperparameters(&hp);
+    common::write_quick_hyperparameters(ml, &hp);
 }
 
 /// File channels `train` and `validation` with no ContentType: the format comes from `.parquet`.

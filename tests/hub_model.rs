@@ -235,6 +235,11 @@ fn run(ml: &OptMl, endpoint: &str, home: &Path, env: &[(&str, &str)], args: &[&s
     cmd.args(args).output().expect("run txcat")
 }
 
+/// `txcat train --dry-run` through [`run`].
+fn dry_run(ml: &OptMl, endpoint: &str, home: &Path, env: &[(&str, &str)]) -> Output {
+    run(ml, endpoint, home, env, &["train", "--dry-run"])
+}
+
 #[test]
 fn a_hub_model_is_fetched_once_cached_and_trained_on() {
     let hub = hub();
@@ -283,20 +288,13 @@ fn a_hub_model_is_fetched_once_cached_and_trained_on() {
     // Second run, same cache: no request at all; and offline works from the cache too.
     let before = hub.requests().len();
     let ml = job("txcat-tests/tiny", &[]);
-    let out = run(
-        &ml,
-        &hub.endpoint(),
-        home.path(),
-        &[],
-        &["train", "--dry-run"],
-    );
+    let out = dry_run(&ml, &hub.endpoint(), home.path(), &[]);
     ml.assert_dry_run_ok(&out);
-    let out = run(
+    let out = dry_run(
         &ml,
         &hub.endpoint(),
         home.path(),
         &[("HF_HUB_OFFLINE", "1")],
-        &["train", "--dry-run"],
     );
     ml.assert_dry_run_ok(&out);
     assert_eq!(
@@ -308,13 +306,7 @@ fn a_hub_model_is_fetched_once_cached_and_trained_on() {
 
     // A pinned commit is its own cache entry: fetched once by that revision.
     let ml = job("txcat-tests/tiny", &[("model_revision", SHA)]);
-    let out = run(
-        &ml,
-        &hub.endpoint(),
-        home.path(),
-        &[],
-        &["train", "--dry-run"],
-    );
+    let out = dry_run(&ml, &hub.endpoint(), home.path(), &[]);
     ml.assert_dry_run_ok(&out);
     let pinned = format!("/api/models/txcat-tests/tiny/revision/{SHA}");
     assert!(
@@ -329,13 +321,7 @@ fn private_models_take_hf_token_and_never_log_it() {
     let hub = hub();
     let home = tempfile::tempdir().unwrap();
     let ml = job("txcat-tests/private", &[]);
-    let out = run(
-        &ml,
-        &hub.endpoint(),
-        home.path(),
-        &[],
-        &["train", "--dry-run"],
-    );
+    let out = dry_run(&ml, &hub.endpoint(), home.path(), &[]);
     ml.assert_failed(
         &out,
         2,
@@ -343,23 +329,16 @@ fn private_models_take_hf_token_and_never_log_it() {
     );
     std::fs::remove_file(ml.path("output/failure")).unwrap();
 
-    let out = run(
+    let out = dry_run(
         &ml,
         &hub.endpoint(),
         home.path(),
         &[("HF_TOKEN", "hf_wrong")],
-        &["train", "--dry-run"],
     );
     ml.assert_failed(&out, 2, &["refused the token in HF_TOKEN"]);
     std::fs::remove_file(ml.path("output/failure")).unwrap();
 
-    let out = run(
-        &ml,
-        &hub.endpoint(),
-        home.path(),
-        &[("HF_TOKEN", TOKEN)],
-        &["train", "--dry-run"],
-    );
+    let out = dry_run(&ml, &hub.endpoint(), home.path(), &[("HF_TOKEN", TOKEN)]);
     ml.assert_dry_run_ok(&out);
     let log = describe(&out);
     assert!(!log.contains(TOKEN), "the token is logged\n{log}");
@@ -371,33 +350,15 @@ fn a_missing_or_pickle_only_model_and_no_hub_are_one_line_errors() {
     let home = tempfile::tempdir().unwrap();
 
     let ml = job("txcat-tests/nope", &[]);
-    let out = run(
-        &ml,
-        &hub.endpoint(),
-        home.path(),
-        &[],
-        &["train", "--dry-run"],
-    );
+    let out = dry_run(&ml, &hub.endpoint(), home.path(), &[]);
     ml.assert_failed(&out, 2, &["txcat-tests/nope", "HTTP 404", "model_revision"]);
 
     let ml = job("txcat-tests/tiny", &[("model_revision", "no-such-branch")]);
-    let out = run(
-        &ml,
-        &hub.endpoint(),
-        home.path(),
-        &[],
-        &["train", "--dry-run"],
-    );
+    let out = dry_run(&ml, &hub.endpoint(), home.path(), &[]);
     ml.assert_failed(&out, 2, &["revision `no-such-branch`", "HTTP 404"]);
 
     let ml = job("txcat-tests/pickle", &[]);
-    let out = run(
-        &ml,
-        &hub.endpoint(),
-        home.path(),
-        &[],
-        &["train", "--dry-run"],
-    );
+    let out = dry_run(&ml, &hub.endpoint(), home.path(), &[]);
     ml.assert_failed(
         &out,
         2,
@@ -418,7 +379,7 @@ fn a_missing_or_pickle_only_model_and_no_hub_are_one_line_errors() {
     };
     let ml = job("txcat-tests/tiny", &[]);
     let started = Instant::now();
-    let out = run(&ml, &dead, home.path(), &[], &["train", "--dry-run"]);
+    let out = dry_run(&ml, &dead, home.path(), &[]);
     let took = started.elapsed();
     ml.assert_failed(
         &out,
@@ -437,12 +398,11 @@ fn a_missing_or_pickle_only_model_and_no_hub_are_one_line_errors() {
     let ml = job("txcat-tests/tiny", &[]);
     let before = hub.requests().len();
     let started = Instant::now();
-    let out = run(
+    let out = dry_run(
         &ml,
         &hub.endpoint(),
         home.path(),
         &[("HF_HUB_OFFLINE", "1")],
-        &["train", "--dry-run"],
     );
     ml.assert_failed(&out, 2, &["HF_HUB_OFFLINE", "txcat-tests/tiny"]);
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -458,7 +418,7 @@ fn an_endpoint_that_never_answers_fails_within_30_seconds() {
     let home = tempfile::tempdir().unwrap();
     let ml = job("txcat-tests/tiny", &[]);
     let started = Instant::now();
-    let out = run(&ml, &endpoint, home.path(), &[], &["train", "--dry-run"]);
+    let out = dry_run(&ml, &endpoint, home.path(), &[]);
     let took = started.elapsed();
     ml.assert_failed(
         &out,

@@ -323,6 +323,13 @@ pub fn separable_job(extra: &[(&str, &str)]) -> OptMl {
     let ml = OptMl::new();
     ml.add_channel_file("train", "train.csv", separable_csv(160, 1));
     ml.add_channel_file("validation", "val.csv", separable_csv(40, 2));
+    write_quick_hyperparameters(&ml, extra);
+    ml
+}
+
+/// Hyperparameters for a quick tiny-model run that learns [`separable_csv`]-like data in a few
+/// seconds (later `extra` pairs override earlier ones).
+pub fn write_quick_hyperparameters(ml: &OptMl, extra: &[(&str, &str)]) {
     let model = fixture("tiny-distilbert-trainable");
     let mut hp = vec![
         ("model_name_or_path", model.to_str().unwrap()),
@@ -336,7 +343,6 @@ pub fn separable_job(extra: &[(&str, &str)]) -> OptMl {
     ];
     hp.extend_from_slice(extra);
     ml.write_hyperparameters(&hp);
-    ml
 }
 
 /// The model of one [`separable_job`] run, trained once per test binary and kept in a fixed place
