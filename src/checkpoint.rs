@@ -1194,7 +1194,21 @@ fn preview(names: &[&str]) -> String {
 // ---------------------------------------------------------------------------------------------
 // The job's checkpoint plan
 
-/// Checkpointing and resume for one `txcat train` job, as [`crate::fine_tune::CheckpointPlan`].
+/// How a run checkpoints and resumes, as fine-tuning sees it ([`JobCheckpoints`] implements it).
+pub trait CheckpointPlan {
+    /// A resume point for this run, if a compatible checkpoint exists; weights are loaded into
+    /// `model` by the implementation.
+    fn resume(
+        &mut self,
+        model: &mut crate::model::SequenceClassifier,
+    ) -> Result<Option<crate::train::ResumePoint>, String>;
+    /// The hook that writes checkpoints while training.
+    fn hook(&mut self) -> &mut dyn crate::train::StepHook;
+    /// Where the newest checkpoint lives, for messages.
+    fn latest(&self) -> Option<PathBuf>;
+}
+
+/// Checkpointing and resume for one `txcat train` job, as [`CheckpointPlan`].
 ///
 /// The model identity in the fingerprint is a hash of the *initial* weights as loaded into the
 /// model (names, kinds, shapes, bytes; the fresh head is seeded by `seed`), so it needs no file
@@ -1282,7 +1296,7 @@ impl JobCheckpoints {
     }
 }
 
-impl crate::fine_tune::CheckpointPlan for JobCheckpoints {
+impl CheckpointPlan for JobCheckpoints {
     fn resume(
         &mut self,
         model: &mut crate::model::SequenceClassifier,

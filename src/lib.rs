@@ -23,6 +23,7 @@ pub mod inference;
 pub mod job;
 pub mod metrics;
 pub mod model;
+pub mod phases;
 pub mod predict;
 pub mod report;
 pub mod sagemaker;

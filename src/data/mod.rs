@@ -19,6 +19,7 @@ pub mod format;
 pub mod jsonl;
 pub mod labels;
 pub mod parquet;
+pub mod prepared;
 pub mod rows;
 pub mod split;
 pub mod stream;
