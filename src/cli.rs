@@ -86,6 +86,10 @@ pub struct PredictArgs {
     /// CSV input: text encoding (utf-8, utf-16, windows-1252, latin-1, auto).
     #[arg(long, default_value = "utf-8")]
     pub csv_encoding: CsvEncoding,
+    /// Use the encoder alone even when the model directory holds a tf-idf blend
+    /// (`txcat_blend.json`, kept by training when it scored better).
+    #[arg(long)]
+    pub encoder_only: bool,
 }
 
 /// `txcat serve` (SageMaker runs the image with `serve`). The other settings come from the

@@ -16,6 +16,7 @@ use tch::Device;
 
 use crate::artifacts::{write_json, ArtifactError, StagedDir};
 use crate::baseline;
+use crate::blend::saved::BlendError;
 use crate::champion::{self, ChampionError, ChampionRequest};
 pub use crate::checkpoint::CheckpointPlan;
 use crate::data::labels::LabelMap;
@@ -68,6 +69,8 @@ pub enum FineTuneError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Champion(#[from] ChampionError),
+    #[error(transparent)]
+    Blend(#[from] BlendError),
     #[error("cannot resume: {0}")]
     Resume(String),
     #[error(transparent)]
@@ -368,12 +371,30 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
 
     // Training succeeded: build both directories aside, then publish them.
     model.set_compute_kind(None);
+    let blend = crate::blend::job::for_job(
+        hp_side,
+        &baseline,
+        || {
+            crate::inference::probabilities(
+                &model,
+                &eval_set,
+                hp.eval_batch_size,
+                encoder.pad_id(),
+                device,
+            )
+        },
+        &data.eval.label_ids,
+        data.labels.id2label(),
+    );
+    phases.lap("blend");
     let model_stage = StagedDir::create(&paths.model_dir)?;
     write_model_dir(model_stage.path(), &model, &source.dir, &data.labels, hp)?;
+    blend.save_into(model_stage.path())?;
     let output_stage = StagedDir::create(&paths.output_data_dir)?;
     if let Some(report) = &outcome.final_report {
         champion.log_against(report);
         let mut side = baseline.side_reports();
+        side.extend(blend.side_reports());
         side.extend(champion.side_reports(report));
         metrics::write_reports_with(output_stage.path(), report, &outcome.state.history, &side)?;
     }
@@ -405,6 +426,8 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
         "precision": precision,
         // Which trained classifier rows were reused, by label name (issue 12).
         "warm_start": report.head,
+        // Whether predict and serve mix in the tf-idf model (issue 17).
+        "tfidf_blend_kept": blend.kept(),
         // Wall seconds per phase up to this file (report and upload come after it and are logged).
         "phases": phases.to_json(),
     });

@@ -245,6 +245,9 @@ pub struct Hyperparameters {
     pub logging_steps: u64,
     /// Also fit and score the seed's tf-idf + linear SVM on the same rows (issue 17).
     pub baseline_tfidf: bool,
+    /// Blend that baseline with the encoder in the saved model when the blend scores better on
+    /// the evaluation rows (issue 17); needs `baseline_tfidf`.
+    pub blend_tfidf: bool,
     pub metric_for_best_model: String,
     pub load_best_model_at_end: bool,
     pub early_stopping_patience: Option<u32>,
@@ -304,6 +307,7 @@ impl Default for Hyperparameters {
             eval_steps: None,
             logging_steps: 50,
             baseline_tfidf: true,
+            blend_tfidf: true,
             metric_for_best_model: "eval_f1_macro".into(),
             load_best_model_at_end: true,
             early_stopping_patience: None,
@@ -410,6 +414,7 @@ pub const KEYS: &[&str] = &[
     "eval_steps",
     "logging_steps",
     "baseline_tfidf",
+    "blend_tfidf",
     "metric_for_best_model",
     "load_best_model_at_end",
     "early_stopping_patience",
@@ -835,6 +840,7 @@ impl Hyperparameters {
             }
             "logging_steps" => self.logging_steps = e.count(1)?,
             "baseline_tfidf" => self.baseline_tfidf = e.bool()?,
+            "blend_tfidf" => self.blend_tfidf = e.bool()?,
             "metric_for_best_model" => {
                 let name = e.string()?.to_ascii_lowercase();
                 let name = match name.starts_with("eval_") {
@@ -1010,6 +1016,8 @@ mod tests {
             assert_eq!(parse(&[("fp16", raw)]).unwrap().fp16, want, "{raw}");
             let hp = parse(&[("baseline_tfidf", raw)]).unwrap();
             assert_eq!(hp.baseline_tfidf, want, "{raw}");
+            let hp = parse(&[("blend_tfidf", raw)]).unwrap();
+            assert_eq!(hp.blend_tfidf, want, "{raw}");
         }
         let err = parse(&[("fp16", "yes")]).unwrap_err();
         assert!(matches!(err, HyperparameterError::Invalid { ref key, .. } if key == "fp16"));

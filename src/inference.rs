@@ -8,7 +8,8 @@
 //! - Rows run longest first in batches of at most `batch_size`, each padded to its own longest
 //!   row; results come back in input order.
 //! - Forwards run without autograd (`no_grad`; tch exposes no `InferenceMode`) and without
-//!   dropout. Probabilities are the softmax of the fp32 logits.
+//!   dropout. Probabilities are the softmax of the fp32 logits, mixed with the tf-idf model's
+//!   when the directory holds a blend (`txcat_blend.json`, see `crate::blend`).
 //! - A `Predictor` holds tch tensors and stays on the thread that uses it.
 
 use std::fs;
@@ -16,6 +17,8 @@ use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind};
 
+use crate::blend::saved::{BlendError, SavedBlend};
+use crate::blend::BlendWeights;
 use crate::hyperparams::DeviceChoice;
 use crate::model::{ClassifierModel, ModelError, SequenceClassifier};
 use crate::tokenize::batch::{BatchError, TokenizedSet};
@@ -50,6 +53,9 @@ pub enum InferenceError {
     /// `top_k` outside `1..=labels`.
     #[error("--top-k must be at least 1 and at most the number of labels ({labels}); got {k}")]
     TopK { k: usize, labels: usize },
+    /// The tf-idf blend's files are broken.
+    #[error(transparent)]
+    Blend(#[from] BlendError),
     /// libtorch failed (out of memory, device error).
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
@@ -120,13 +126,36 @@ pub struct Predictor {
     model: SequenceClassifier,
     encoder: TextEncoder,
     device: Device,
+    blend: Option<SavedBlend>,
+}
+
+/// Whether predictions use the directory's tf-idf blend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlendUse {
+    /// When the directory has one (what the job chose).
+    Auto,
+    /// The encoder alone, even when a blend is there.
+    EncoderOnly,
 }
 
 impl Predictor {
-    /// Loads `model_dir` (config.json with id2label, model.safetensors, tokenizer files) on the
-    /// device `choice` resolves to.
+    /// Loads `model_dir` (config.json with id2label, model.safetensors, tokenizer files, and the
+    /// tf-idf blend when the job kept one) on the device `choice` resolves to.
     pub fn load(model_dir: &Path, choice: DeviceChoice) -> Result<Self, InferenceError> {
+        Self::load_with(model_dir, choice, BlendUse::Auto)
+    }
+
+    /// [`Self::load`], choosing whether the blend is used.
+    pub fn load_with(
+        model_dir: &Path,
+        choice: DeviceChoice,
+        blend: BlendUse,
+    ) -> Result<Self, InferenceError> {
         let id2label = read_id2label(model_dir)?;
+        let blend = match blend {
+            BlendUse::Auto => SavedBlend::load(model_dir, &id2label)?,
+            BlendUse::EncoderOnly => None,
+        };
         let device = resolve_device(choice).map_err(|e| InferenceError::Model {
             path: model_dir.to_path_buf(),
             reason: e.to_string(),
@@ -143,7 +172,13 @@ impl Predictor {
             model,
             encoder,
             device,
+            blend,
         })
+    }
+
+    /// The blend's settings when predictions mix in the tf-idf model.
+    pub fn blend(&self) -> Option<BlendWeights> {
+        self.blend.as_ref().map(|b| b.weights)
     }
 
     /// Label names, index = class id.
@@ -174,42 +209,20 @@ impl Predictor {
             return Err(InferenceError::TopK { k: top_k, labels });
         }
         let set = self.tokenize(texts)?;
-        // Longest first, so the largest batch shows memory trouble at once; order restored below.
-        let lengths = set.lengths();
-        let mut order: Vec<usize> = (0..set.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
-        let mut top: Vec<Vec<Scored>> = vec![Vec::new(); set.len()];
-        let _guard = tch::no_grad_guard();
-        for rows in order.chunks(batch_size.max(1)) {
-            let batch =
-                TensorBatch::from_host(&set.assemble(rows, self.encoder.pad_id()), self.device)?
-                    .to_device(self.device)?;
-            // [rows, labels] probabilities, then the k best per row.
-            let probs = self
-                .model
-                .forward_t(
-                    &batch.input_ids,
-                    &batch.attention_mask,
-                    batch.token_type_ids.as_ref(),
-                    false,
-                )
-                .softmax(-1, Kind::Float);
-            let (values, indices) = probs.f_topk(top_k as i64, -1, true, true)?;
-            let values = Vec::<f32>::try_from(values.to_device(Device::Cpu).flatten(0, -1))?;
-            let indices = Vec::<i64>::try_from(indices.to_device(Device::Cpu).flatten(0, -1))?;
-            for (slot, &row) in rows.iter().enumerate() {
-                let span = slot * top_k..(slot + 1) * top_k;
-                top[row] = indices[span.clone()]
-                    .iter()
-                    .zip(&values[span])
-                    .map(|(&i, &score)| Scored {
-                        label: i as usize,
-                        score,
-                    })
-                    .collect();
-            }
+        let mut probs = probabilities(
+            &self.model,
+            &set,
+            batch_size,
+            self.encoder.pad_id(),
+            self.device,
+        )?;
+        if let Some(blend) = &self.blend {
+            blend.apply(texts, &mut probs)?;
         }
-        Ok(top)
+        Ok(probs
+            .chunks(labels)
+            .map(|row| top_k_of(row, top_k))
+            .collect())
     }
 
     /// One forward on a short text, so the first request does not pay for libtorch's lazy
@@ -231,5 +244,73 @@ impl Predictor {
             }
         }
         Ok(set)
+    }
+}
+
+/// The `k` most probable labels of one row, best first (ties to the lower id).
+fn top_k_of(row: &[f32], k: usize) -> Vec<Scored> {
+    let mut ids: Vec<usize> = (0..row.len()).collect();
+    ids.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+    ids.into_iter()
+        .take(k)
+        .map(|label| Scored {
+            label,
+            score: row[label],
+        })
+        .collect()
+}
+
+/// Softmax probabilities of every row of `set`, row-major `[rows x labels]` in the set's order:
+/// rows run longest first in batches of at most `batch_size`, each padded to its own longest row,
+/// without autograd or dropout. The one forward path of `predict`, `serve` and the job's blend.
+pub fn probabilities<M: ClassifierModel>(
+    model: &M,
+    set: &TokenizedSet,
+    batch_size: usize,
+    pad_id: u32,
+    device: Device,
+) -> Result<Vec<f32>, InferenceError> {
+    // Longest first, so the largest batch shows memory trouble at once; order restored below.
+    let lengths = set.lengths();
+    let mut order: Vec<usize> = (0..set.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+    let _guard = tch::no_grad_guard();
+    let mut out: Vec<f32> = Vec::new();
+    let mut labels = 0;
+    for rows in order.chunks(batch_size.max(1)) {
+        let batch =
+            TensorBatch::from_host(&set.assemble(rows, pad_id), device)?.to_device(device)?;
+        let probs = model
+            .forward_t(
+                &batch.input_ids,
+                &batch.attention_mask,
+                batch.token_type_ids.as_ref(),
+                false,
+            )
+            .f_softmax(-1, Kind::Float)?;
+        labels = probs.size()[1] as usize;
+        if out.is_empty() {
+            out = vec![0.0; set.len() * labels];
+        }
+        let values = Vec::<f32>::try_from(probs.to_device(Device::Cpu).flatten(0, -1))?;
+        for (slot, &row) in rows.iter().enumerate() {
+            out[row * labels..(row + 1) * labels]
+                .copy_from_slice(&values[slot * labels..(slot + 1) * labels]);
+        }
+    }
+    debug_assert!(set.is_empty() || labels > 0);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_is_best_first_with_ties_to_the_lower_id() {
+        let row = [0.1, 0.4, 0.1, 0.4];
+        let top: Vec<usize> = top_k_of(&row, 3).iter().map(|s| s.label).collect();
+        assert_eq!(top, [1, 3, 0]);
+        assert_eq!(top_k_of(&row, 1)[0].score, 0.4);
     }
 }

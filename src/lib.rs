@@ -4,7 +4,8 @@
 //! Data flows one way: `sagemaker` (contract, config) -> `hyperparams` -> `storage` (where bytes
 //! come from) -> `data` (rows, labels, split) -> `tokenize` (ids, batches) -> `model` / `train`
 //! -> `artifacts` -> `report` (the HTML page drawn from the written outputs); `baseline` scores the
-//! tf-idf yardstick on the same rows, `champion` the model the new one may replace. `job` wires
+//! tf-idf yardstick on the same rows, `blend` mixes it with the encoder where that scores better,
+//! `champion` the model the new one may replace. `job` wires
 //! the steps for the `train` command; `inference` loads a trained model directory once and labels
 //! texts, for `predict` (CSV / JSON Lines files) and `serve` (HTTP endpoints); `report` also
 //! serves the `report` command.
@@ -13,6 +14,7 @@
 
 pub mod artifacts;
 pub mod baseline;
+pub mod blend;
 pub mod champion;
 pub mod checkpoint;
 pub mod cli;

@@ -135,8 +135,8 @@ fn compare(
     assert_same_matrix(&x_test, &sk["test"], "test tf-idf");
 
     let fit = fit_and_score(&x_train, &train.1, classes, &x_test, 2).unwrap();
-    assert_eq!(fit.formulation, formulation, "dual=\"auto\" choice");
-    assert_eq!(fit.problems, if classes == 2 { 1 } else { classes });
+    assert_eq!(fit.fit.formulation, formulation, "dual=\"auto\" choice");
+    assert_eq!(fit.fit.problems, if classes == 2 { 1 } else { classes });
     let mine = fit.decision.predict();
     let theirs: Vec<usize> = serde_json::from_value(sk["pred"].clone()).unwrap();
     assert_eq!(mine.len(), theirs.len());

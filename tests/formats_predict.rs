@@ -1,5 +1,7 @@
 //! `txcat predict` reads what training reads (CSV dialects, JSON Lines, Parquet) and writes the input's
 //! format, or the one `--output`'s extension names; the labels do not depend on the format.
+//! Parquet output is checked with the parquet crate and with pyarrow (`TXCAT_PYTHON`), as users
+//! read it.
 
 mod common;
 use common::{describe, CLASSES, TXCAT};
@@ -153,9 +155,49 @@ fn a_wrong_delimiter_or_bad_line_names_the_flag_and_line() {
     assert!(!dir.path().join("o.jsonl").exists());
 }
 
+/// Runs predict expecting exit status 2 with `needle` in stderr and no output file left.
+fn predict_refused(input: &Path, output: &Path, needle: &str) {
+    let model = model();
+    let out = Command::new(TXCAT)
+        .args(["predict", "--model", model.to_str().unwrap(), "--input"])
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(needle), "{}", describe(&out));
+    assert_eq!(stderr.trim().lines().filter(|l| l.contains("error")).count(), 1, "{stderr}");
+    let dir = output.parent().unwrap();
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&*output.file_name().unwrap().to_string_lossy()))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Every row of a Parquet file as `(column, value text)` pairs, with the parquet crate's reader.
+fn parquet_rows(path: &Path) -> Vec<Vec<(String, String)>> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    reader
+        .get_row_iter(None)
+        .unwrap()
+        .map(|row| {
+            row.unwrap()
+                .get_column_iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
 #[test]
-fn parquet_input_gives_the_csv_labels_as_csv_or_json_lines_and_never_parquet() {
-    use common::parquet::{parquet_bytes, Col};
+fn parquet_input_gives_parquet_with_its_columns_kept_or_csv_and_json_lines_by_extension() {
+    use common::parquet::{layout, parquet_bytes, Col};
     let dir = tempfile::tempdir().unwrap();
     let texts = texts();
     let plain = dir.path().join("plain.csv");
@@ -173,24 +215,83 @@ fn parquet_input_gives_the_csv_labels_as_csv_or_json_lines_and_never_parquet() {
 
     // Two row groups, a dictionary-encoded text column, an int id and a nullable double.
     let n = texts.len();
-    let bytes = parquet_bytes(
-        &[
-            ("id", Col::Int((0..n as i32).map(Some).collect())),
-            ("text", Col::Str(texts.iter().cloned().map(Some).collect())),
-            (
-                "amount",
-                Col::Double((0..n).map(|i| (i != 1).then_some(2.0)).collect()),
-            ),
-        ],
-        n.div_ceil(2),
-        parquet::basic::Compression::SNAPPY,
-        &["text"],
-    );
+    let parquet_input = |columns: &[(&str, Col)]| {
+        parquet_bytes(
+            columns,
+            n.div_ceil(2),
+            parquet::basic::Compression::SNAPPY,
+            &["text"],
+        )
+    };
+    let bytes = parquet_input(&[
+        ("id", Col::Int((0..n as i32).map(Some).collect())),
+        ("text", Col::Str(texts.iter().cloned().map(Some).collect())),
+        (
+            "amount",
+            Col::Double((0..n).map(|i| (i != 1).then_some(2.0)).collect()),
+        ),
+    ]);
     let input = dir.path().join("rows.parquet");
     std::fs::write(&input, &bytes).unwrap();
 
-    // Default output: CSV, every column, values as pandas writes them.
-    let out = predict(&input, &dir.path().join("rows.out"), &[]);
+    // Default output: Parquet, the input's columns as they were (row groups, dictionary
+    // encoding, types, nulls), the predictions appended.
+    let target = dir.path().join("rows.out");
+    predict(&input, &target, &[]);
+    let written = std::fs::read(&target).unwrap();
+    assert_eq!(layout(&written, "text"), (2, true));
+    let rows = parquet_rows(&target);
+    assert_eq!(rows.len(), n);
+    for (i, row) in rows.iter().enumerate() {
+        let names: Vec<&str> = row.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["id", "text", "amount", "predicted_label", "score"]);
+        assert_eq!(row[0].1, i.to_string());
+        assert_eq!(row[1].1, format!("{:?}", texts[i]));
+        assert_eq!(row[2].1, if i == 1 { "null" } else { "2.0" }, "{row:?}");
+        assert_eq!(row[3].1, format!("{:?}", want[i]));
+        let score: f32 = row[4].1.parse().unwrap();
+        assert!(score > 0.0 && score <= 1.0, "{row:?}");
+    }
+
+    // As users read it: pyarrow gives the same table.
+    let python = std::env::var("TXCAT_PYTHON").expect("TXCAT_PYTHON (scripts/test sets it)");
+    let script = "import json, sys, pyarrow.parquet as pq\n\
+        t = pq.read_table(sys.argv[1])\n\
+        print(json.dumps({'types': [str(f.type) for f in t.schema], 'rows': t.to_pylist()}))";
+    let out = Command::new(&python)
+        .args(["-c", script])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let table: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        table["types"],
+        serde_json::json!(["int32", "string", "double", "string", "float"])
+    );
+    for (i, row) in table["rows"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(row["id"], i);
+        assert_eq!(row["predicted_label"], want[i].as_str());
+        assert_eq!(row["amount"].is_null(), i == 1);
+    }
+
+    // Top-k in Parquet: label_i / score_i pairs, best first.
+    let top = dir.path().join("top.parquet");
+    predict(&input, &top, &["--top-k", "2"]);
+    let rows = parquet_rows(&top);
+    let names: Vec<&str> = rows[0].iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names,
+        ["id", "text", "amount", "label_1", "score_1", "label_2", "score_2"]
+    );
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row[3].1, format!("{:?}", want[i]));
+        let (s1, s2): (f32, f32) = (row[4].1.parse().unwrap(), row[6].1.parse().unwrap());
+        assert!(s1 >= s2, "{row:?}");
+    }
+
+    // CSV by extension: every column, values as pandas writes them.
+    let out = predict(&input, &dir.path().join("rows.out.csv"), &[]);
     let mut reader = csv::Reader::from_reader(out.as_bytes());
     assert_eq!(
         reader.headers().unwrap().iter().collect::<Vec<_>>(),
@@ -215,21 +316,17 @@ fn parquet_input_gives_the_csv_labels_as_csv_or_json_lines_and_never_parquet() {
     }
     assert!(objects[1]["amount"].is_null(), "{out}");
 
-    // Parquet output is refused before anything is written.
-    let model = model();
-    let target = dir.path().join("o.parquet");
-    let out = Command::new(TXCAT)
-        .args(["predict", "--model", model.to_str().unwrap(), "--input"])
-        .arg(&input)
-        .arg("--output")
-        .arg(&target)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("does not write Parquet"),
-        "{}",
-        describe(&out)
-    );
-    assert!(!target.exists());
+    // Parquet output from CSV input is refused before anything is written; so is a Parquet
+    // input whose columns the predictions would repeat.
+    predict_refused(&plain, &dir.path().join("o.parquet"), "Parquet input only");
+    let clash = dir.path().join("clash.parquet");
+    std::fs::write(
+        &clash,
+        parquet_input(&[
+            ("text", Col::Str(texts.iter().cloned().map(Some).collect())),
+            ("score", Col::Double(vec![Some(1.0); n])),
+        ]),
+    )
+    .unwrap();
+    predict_refused(&clash, &dir.path().join("clash.out"), "column `score`");
 }

@@ -6,8 +6,8 @@
 //!
 //! Each class's binary problem (the class against the rest) is independent, so they are solved
 //! in parallel, one worker per core; with two classes there is one problem, as in scikit-learn.
-//! Only each problem's weight vector lives while it is solved; what is kept is one decision value
-//! per evaluation row and class.
+//! The weights are kept ([`LinearSvm`], `f32`): the job scores its evaluation rows with them and
+//! may save them beside the encoder for `predict` and `serve` (see `crate::blend`).
 //!
 //! LIBLINEAR shuffles with the C library's shared `rand()`: with several workers the draws
 //! interleave, so results can differ in the last digits from run to run (within the solver's
@@ -62,6 +62,24 @@ pub struct DecisionValues {
 }
 
 impl DecisionValues {
+    /// Decision values given per class (`columns[class][row]`); `None` when there are no
+    /// classes or the columns differ in length.
+    pub fn from_columns(columns: Vec<Vec<f64>>) -> Option<Self> {
+        let rows = columns.first()?.len();
+        columns
+            .iter()
+            .all(|c| c.len() == rows)
+            .then_some(Self { columns, rows })
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.columns.len()
+    }
+
     /// The decision value of `row` for `class`.
     pub fn value(&self, row: usize, class: usize) -> f64 {
         self.columns[class][row]
@@ -84,15 +102,95 @@ impl DecisionValues {
     }
 }
 
-/// A fitted model's scores on the evaluation rows, with how it was fitted.
+/// The fitted one-vs-rest weights: what the decision values of any rows are computed from, and
+/// what a model directory keeps so `predict` and `serve` score texts as the job did.
+///
+/// Weights are `f32`, feature-major (`weights[feature * classes + class]`), so scoring a sparse
+/// row touches one contiguous run per term; a class without training rows has bias `-inf` (never
+/// predicted, as scikit-learn, which never saw it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearSvm {
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+    num_features: usize,
+}
+
+impl LinearSvm {
+    /// Rebuilds a model from saved parts; `None` when the sizes disagree.
+    pub fn from_parts(weights: Vec<f32>, bias: Vec<f32>, num_features: usize) -> Option<Self> {
+        (!bias.is_empty() && weights.len() == num_features * bias.len()).then_some(Self {
+            weights,
+            bias,
+            num_features,
+        })
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.bias.len()
+    }
+
+    pub fn num_features(&self) -> usize {
+        self.num_features
+    }
+
+    /// `[features x classes]`, feature-major.
+    pub fn weights(&self) -> &[f32] {
+        &self.weights
+    }
+
+    pub fn bias(&self) -> &[f32] {
+        &self.bias
+    }
+
+    /// The decision values of `rows` (built by the vectorizer this model was fitted with).
+    pub fn decision(&self, rows: &SparseRows) -> Result<DecisionValues, SvmError> {
+        if rows.num_features() != self.num_features {
+            return Err(SvmError::FeatureMismatch {
+                train: self.num_features,
+                eval: rows.num_features(),
+            });
+        }
+        let classes = self.num_classes();
+        let mut columns = vec![vec![0.0f64; rows.num_rows()]; classes];
+        let mut acc = vec![0.0f64; classes];
+        for row in 0..rows.num_rows() {
+            for (c, a) in acc.iter_mut().enumerate() {
+                *a = f64::from(self.bias[c]);
+            }
+            let (ids, values) = rows.row(row);
+            for (&id, &v) in ids.iter().zip(values) {
+                let w = &self.weights[id as usize * classes..(id as usize + 1) * classes];
+                for (a, &wc) in acc.iter_mut().zip(w) {
+                    *a += f64::from(wc) * v;
+                }
+            }
+            for (column, &a) in columns.iter_mut().zip(&acc) {
+                column[row] = a;
+            }
+        }
+        Ok(DecisionValues {
+            columns,
+            rows: rows.num_rows(),
+        })
+    }
+}
+
+/// A fitted model with how it was fitted.
 #[derive(Debug, Clone)]
 pub struct SvmFit {
-    pub decision: DecisionValues,
+    pub model: LinearSvm,
     pub formulation: Formulation,
     /// Binary problems solved (1 for two classes, else one per class with training rows).
     pub problems: usize,
     /// Workers that solved them.
     pub threads: usize,
+}
+
+/// A fitted model's scores on the evaluation rows, with how it was fitted.
+#[derive(Debug, Clone)]
+pub struct SvmScored {
+    pub fit: SvmFit,
+    pub decision: DecisionValues,
 }
 
 /// Fits on `train` (class ids in `labels`, `< num_classes`) with up to `threads` workers and
@@ -103,17 +201,23 @@ pub fn fit_and_score(
     num_classes: usize,
     eval: &SparseRows,
     threads: usize,
+) -> Result<SvmScored, SvmError> {
+    let fit = fit(train, labels, num_classes, threads)?;
+    let decision = fit.model.decision(eval)?;
+    Ok(SvmScored { fit, decision })
+}
+
+/// Fits on `train` (class ids in `labels`, `< num_classes`) with up to `threads` workers.
+pub fn fit(
+    train: &SparseRows,
+    labels: &[usize],
+    num_classes: usize,
+    threads: usize,
 ) -> Result<SvmFit, SvmError> {
     if train.num_rows() != labels.len() {
         return Err(SvmError::LengthMismatch {
             rows: train.num_rows(),
             labels: labels.len(),
-        });
-    }
-    if eval.num_features() != train.num_features() {
-        return Err(SvmError::FeatureMismatch {
-            train: train.num_features(),
-            eval: eval.num_features(),
         });
     }
     let mut counts = vec![0usize; num_classes];
@@ -143,7 +247,7 @@ pub fn fit_and_score(
     liblinear::toggle_liblinear_stdout_output(false);
 
     let next = AtomicUsize::new(0);
-    type Solved = Vec<(usize, Result<Vec<f64>, SvmError>)>;
+    type Solved = Vec<(usize, Result<(Vec<f64>, f64), SvmError>)>;
     let workers: Vec<Result<Solved, SvmError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
@@ -154,7 +258,7 @@ pub fn fit_and_score(
                         let Some(&class) = positives.get(k) else {
                             break;
                         };
-                        done.push((class, solve(formulation, train, labels, class, eval)));
+                        done.push((class, solve(formulation, train, labels, class)));
                     }
                     done
                 })
@@ -167,20 +271,29 @@ pub fn fit_and_score(
             .collect()
     });
 
-    let mut columns = vec![vec![f64::NEG_INFINITY; eval.num_rows()]; num_classes];
+    let features = train.num_features();
+    let mut weights = vec![0.0f32; features * num_classes];
+    let mut bias = vec![f32::NEG_INFINITY; num_classes];
+    let mut put = |class: usize, w: &[f64], b: f64, sign: f64| {
+        for (f, &wf) in w.iter().enumerate() {
+            weights[f * num_classes + class] = (sign * wf) as f32;
+        }
+        bias[class] = (sign * b) as f32;
+    };
     for worker in workers {
-        for (class, scores) in worker? {
-            columns[class] = scores?;
+        for (class, solved) in worker? {
+            let (w, b) = solved?;
+            put(class, &w, b, 1.0);
+            if positives.len() == 1 {
+                put(present[0], &w, b, -1.0);
+            }
         }
     }
-    if positives.len() == 1 {
-        let (negative, positive) = (present[0], present[1]);
-        columns[negative] = columns[positive].iter().map(|d| -d).collect();
-    }
     Ok(SvmFit {
-        decision: DecisionValues {
-            columns,
-            rows: eval.num_rows(),
+        model: LinearSvm {
+            weights,
+            bias,
+            num_features: features,
         },
         formulation,
         problems: positives.len(),
@@ -188,14 +301,13 @@ pub fn fit_and_score(
     })
 }
 
-/// Solves `class` against the rest and returns the decision values of `eval`.
+/// Solves `class` against the rest and returns its weight per feature and its bias.
 fn solve(
     formulation: Formulation,
     train: &SparseRows,
     labels: &[usize],
     class: usize,
-    eval: &SparseRows,
-) -> Result<Vec<f64>, SvmError> {
+) -> Result<(Vec<f64>, f64), SvmError> {
     let failed = |message: String| SvmError::Solver { class, message };
     let y: Vec<f64> = labels
         .iter()
@@ -238,17 +350,7 @@ fn solve(
         *weight = model.feature_coefficient(f as i32 + 1, label);
     }
     let bias = model.label_bias(label);
-    drop(model);
-    Ok((0..eval.num_rows())
-        .map(|i| {
-            let (ids, values) = eval.row(i);
-            ids.iter()
-                .zip(values)
-                .map(|(&id, v)| w[id as usize] * v)
-                .sum::<f64>()
-                + bias
-        })
-        .collect())
+    Ok((w, bias))
 }
 
 #[cfg(test)]
@@ -277,9 +379,11 @@ mod tests {
         let labels = [0, 0, 0, 1, 1, 1, 2, 2, 2];
         let (v, x) = TfidfVectorizer::fit_transform(&train).unwrap();
         let eval = v.transform(&texts(&["shell", "checkers", "salary deposit", "unknown"]));
-        let fit = fit_and_score(&x, &labels, 4, &eval, 3).unwrap();
+        let scored = fit_and_score(&x, &labels, 4, &eval, 3).unwrap();
+        let fit = &scored.fit;
         assert_eq!((fit.problems, fit.threads), (3, 3));
         assert_eq!(fit.formulation, Formulation::Dual);
+        let fit = &scored;
         assert_eq!(&fit.decision.predict()[..3], [0, 1, 2]);
         assert!(fit.decision.value(0, 3).is_infinite());
         assert!(fit.decision.value(0, 0) > fit.decision.value(0, 1));
@@ -292,7 +396,7 @@ mod tests {
         let eval = v.transform(&texts(&["fee", "salary", "zzz"]));
         // More workers than problems: one is used.
         let fit = fit_and_score(&x, &[0, 0, 1, 1], 2, &eval, 8).unwrap();
-        assert_eq!((fit.problems, fit.threads), (1, 1));
+        assert_eq!((fit.fit.problems, fit.fit.threads), (1, 1));
         for row in 0..3 {
             assert_eq!(fit.decision.value(row, 0), -fit.decision.value(row, 1));
         }

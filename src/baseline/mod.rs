@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::hyperparams::Hyperparameters;
 use crate::metrics::{self, ClassificationReport, MetricsError, SideReport};
 
-use self::linear_svm::{Formulation, SvmError};
+use self::linear_svm::{DecisionValues, Formulation, LinearSvm, SvmError};
 use self::tfidf::{TfidfError, TfidfVectorizer};
 
 /// Key of the baseline's block in `metrics.json`, and the prefix of its log-line names.
@@ -46,10 +46,28 @@ pub struct Rows<'a> {
     pub labels: &'a [usize],
 }
 
+/// The fitted baseline: the vocabulary with its idf weights and the SVM over it.
+#[derive(Debug, Clone)]
+pub struct TfidfSvm {
+    pub vectorizer: TfidfVectorizer,
+    pub svm: LinearSvm,
+}
+
+impl TfidfSvm {
+    /// The SVM's decision value of every text for every class.
+    pub fn decision<S: AsRef<str>>(&self, texts: &[S]) -> Result<DecisionValues, SvmError> {
+        self.svm.decision(&self.vectorizer.transform(texts))
+    }
+}
+
 /// The baseline's scores on the evaluation rows and how it got them.
 #[derive(Debug, Clone)]
 pub struct BaselineScore {
     pub report: ClassificationReport,
+    /// The fitted model, kept so the job can blend it with the encoder.
+    pub model: TfidfSvm,
+    /// Its decision values on the evaluation rows.
+    pub decision: DecisionValues,
     /// Vocabulary size (distinct uni- and bigrams of the training rows).
     pub features: usize,
     pub train_rows: usize,
@@ -71,13 +89,19 @@ pub fn score(
     let started = Instant::now();
     let (vectorizer, x_train) = TfidfVectorizer::fit_transform(train.texts)?;
     let x_eval = vectorizer.transform(eval.texts);
-    let fit =
+    let linear_svm::SvmScored { fit, decision } =
         linear_svm::fit_and_score(&x_train, train.labels, label_names.len(), &x_eval, threads)?;
-    let predictions = fit.decision.predict();
+    let predictions = decision.predict();
+    let features = vectorizer.num_features();
     let report = metrics::classification_report(eval.labels, &predictions, label_names, None)?;
     Ok(BaselineScore {
         report,
-        features: vectorizer.num_features(),
+        model: TfidfSvm {
+            vectorizer,
+            svm: fit.model,
+        },
+        decision,
+        features,
         train_rows: train.texts.len(),
         eval_rows: eval.texts.len(),
         formulation: fit.formulation,

@@ -210,12 +210,27 @@ impl TfidfVectorizer {
         Ok((this, matrix))
     }
 
+    /// Rebuilds a fitted vectorizer from its terms in feature-id order and their idf weights
+    /// (what [`Self::feature_names`] and [`Self::idf`] return); `None` when the lengths differ,
+    /// a term repeats, or the terms are not in sorted order (the ids would not be the fitted ones).
+    pub fn from_parts(terms: Vec<String>, idf: Vec<f64>) -> Option<Self> {
+        if terms.len() != idf.len() || terms.is_empty() || terms.windows(2).any(|w| w[0] >= w[1]) {
+            return None;
+        }
+        let vocabulary = terms
+            .into_iter()
+            .enumerate()
+            .map(|(id, term)| (term, id as u32))
+            .collect();
+        Some(Self { vocabulary, idf })
+    }
+
     /// The tf-idf rows of `texts` over the fitted vocabulary (unknown terms are dropped).
-    pub fn transform(&self, texts: &[String]) -> SparseRows {
+    pub fn transform<S: AsRef<str>>(&self, texts: &[S]) -> SparseRows {
         let mut matrix = SparseRows::with_features(self.idf.len());
         for text in texts {
             let mut ids = Vec::new();
-            for_each_term(text, |term| {
+            for_each_term(text.as_ref(), |term| {
                 if let Some(&id) = self.vocabulary.get(term) {
                     ids.push(id);
                 }
@@ -344,10 +359,19 @@ mod tests {
         assert_eq!(x.num_features(), 7);
 
         // Unknown terms are dropped; a text with none known is an empty row.
-        let y = v.transform(&strings(&["spar UNKNOWN", "nothing here"]));
+        let y = v.transform(&["spar UNKNOWN", "nothing here"]);
         assert_eq!(y.row(0).0, [5]);
         assert!((y.row(0).1[0] - 1.0).abs() < 1e-15);
         assert!(y.row(1).0.is_empty());
+
+        // Rebuilt from its saved parts it transforms the same; broken parts are refused.
+        let names: Vec<String> = v.feature_names().iter().map(|t| t.to_string()).collect();
+        let again = TfidfVectorizer::from_parts(names.clone(), v.idf().to_vec()).unwrap();
+        assert_eq!(again.transform(&texts), x);
+        let mut unsorted = names.clone();
+        unsorted.swap(0, 1);
+        assert!(TfidfVectorizer::from_parts(unsorted, v.idf().to_vec()).is_none());
+        assert!(TfidfVectorizer::from_parts(names, vec![1.0]).is_none());
     }
 
     #[test]

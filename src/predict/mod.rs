@@ -5,10 +5,13 @@
 //! Parquet (`.parquet`, or a file starting with Parquet's magic bytes; its top-level columns).
 //! Rows keep their order and every input column (JSON Lines objects stay as written); the predicted
 //! label(s) and softmax probabilities are appended (`predicted_label`, `score`, or `label_1`,
-//! `score_1`, ... with `--top-k`). The output is in the input's format (CSV for Parquet input,
-//! since txcat does not write Parquet), or CSV when `--output` ends in `.csv`, JSON Lines when it
-//! ends in `.jsonl`/`.json`; always UTF-8. Rows are tokenized once and run in length-sorted batches so padding stays small.
+//! `score_1`, ... with `--top-k`). The output is in the input's format (Parquet output copies the
+//! input's columns unchanged, see [`parquet_output`]), or CSV when `--output` ends in `.csv`,
+//! JSON Lines when it ends in `.jsonl`/`.json`, Parquet (from Parquet input) when it ends in
+//! `.parquet`; text is always UTF-8. Rows are tokenized once and run in length-sorted batches so padding stays small.
 //! The output file appears only when complete (written aside, then renamed).
+
+mod parquet_output;
 
 use std::fs;
 use std::io::Write;
@@ -20,7 +23,7 @@ use crate::data::format::RowFormat;
 use crate::data::parquet;
 use crate::data::stream::gunzipped;
 use crate::hyperparams::DeviceChoice;
-use crate::inference::{InferenceError, Predictor, Scored};
+use crate::inference::{BlendUse, InferenceError, Predictor, Scored};
 
 /// Why a prediction run failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,8 +65,10 @@ enum InputTable {
         lines: Vec<String>,
         texts: Vec<String>,
     },
-    /// The top-level columns of a Parquet file, values as the file types them, with the texts.
+    /// The top-level columns of a Parquet file, values as the file types them, with the texts;
+    /// `path` is the file, which Parquet output copies its columns from.
     Parquet {
+        path: PathBuf,
         headers: Vec<String>,
         rows: Vec<Vec<::parquet::record::Field>>,
         texts: Vec<String>,
@@ -176,6 +181,7 @@ fn read_parquet(
         }
     }
     Ok(InputTable::Parquet {
+        path: path.to_path_buf(),
         headers,
         rows,
         texts,
@@ -320,23 +326,38 @@ pub fn run(args: &PredictArgs) -> Result<(), PredictError> {
         }
         .into());
     }
-    let named = RowFormat::from_name(&args.output.to_string_lossy());
-    if named == RowFormat::Parquet {
-        return Err(PredictError::Input {
-            path: args.output.clone(),
-            reason: "txcat does not write Parquet; name the output .csv or .jsonl".to_string(),
-        });
-    }
-    let predictor = Predictor::load(&args.model, DeviceChoice::Auto)?;
+    // The input is read before the model loads: a bad file or output name fails fast.
     let table = read_input(&args.input, args)?;
-    let texts = table.texts();
-    let top = predictor.predict(&texts, args.top_k, args.batch_size)?;
-    let output = match named {
+    let output = match RowFormat::from_name(&args.output.to_string_lossy()) {
         _ if has_csv_extension(&args.output) => RowFormat::Csv,
         RowFormat::JsonLines => RowFormat::JsonLines,
-        _ if matches!(table, InputTable::JsonLines { .. }) => RowFormat::JsonLines,
-        _ => RowFormat::Csv,
+        RowFormat::Parquet if !matches!(table, InputTable::Parquet { .. }) => {
+            return Err(PredictError::Input {
+                path: args.output.clone(),
+                reason: "txcat writes Parquet for Parquet input only (it copies the input's columns); name the output .csv or .jsonl".to_string(),
+            });
+        }
+        RowFormat::Parquet => RowFormat::Parquet,
+        RowFormat::Csv => match table {
+            InputTable::Csv { .. } => RowFormat::Csv,
+            InputTable::JsonLines { .. } => RowFormat::JsonLines,
+            InputTable::Parquet { .. } => RowFormat::Parquet,
+        },
     };
+    let blend = match args.encoder_only {
+        true => BlendUse::EncoderOnly,
+        false => BlendUse::Auto,
+    };
+    let predictor = Predictor::load_with(&args.model, DeviceChoice::Auto, blend)?;
+    if let Some(b) = predictor.blend() {
+        tracing::info!(
+            weight = b.weight,
+            temperature = b.temperature,
+            "mixing in the model's tf-idf blend (--encoder-only for the encoder alone)"
+        );
+    }
+    let texts = table.texts();
+    let top = predictor.predict(&texts, args.top_k, args.batch_size)?;
     write_output(
         &args.output,
         output,
@@ -355,9 +376,44 @@ fn has_csv_extension(path: &Path) -> bool {
 }
 
 /// Writes the predictions in `format` beside every input column (CSV from JSON Lines keeps the
-/// text column only), aside first and renamed into place when complete.
+/// text column only), aside first and renamed into place when complete; on failure the file
+/// aside is removed and `path` is untouched.
 fn write_output(
     path: &Path,
+    format: RowFormat,
+    table: &InputTable,
+    text_column: &str,
+    top: &[Vec<Scored>],
+    id2label: &[String],
+) -> Result<(), PredictError> {
+    let io = |source: std::io::Error| PredictError::Output {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    let tmp = PathBuf::from(name);
+    let written = fs::File::create(&tmp).map_err(io).and_then(|file| {
+        let mut out = std::io::BufWriter::new(file);
+        write_rows(path, &mut out, format, table, text_column, top, id2label)?;
+        let file = out
+            .into_inner()
+            .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+        file.sync_all().map_err(io)
+    });
+    match written {
+        Ok(()) => fs::rename(&tmp, path).map_err(io),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// The body of [`write_output`]: every row in `format` to `out`.
+fn write_rows(
+    path: &Path,
+    out: &mut std::io::BufWriter<fs::File>,
     format: RowFormat,
     table: &InputTable,
     text_column: &str,
@@ -374,10 +430,6 @@ fn write_output(
             .map(|s| (id2label[s.label].clone(), s.score))
             .collect()
     };
-    let mut name = path.as_os_str().to_owned();
-    name.push(".partial");
-    let tmp = PathBuf::from(name);
-    let mut out = std::io::BufWriter::new(fs::File::create(&tmp).map_err(io)?);
     match format {
         RowFormat::Csv => {
             let (mut header, delimiter): (Vec<String>, u8) = match table {
@@ -390,7 +442,7 @@ fn write_output(
             header.extend(names.iter().cloned());
             let mut writer = csv::WriterBuilder::new()
                 .delimiter(delimiter)
-                .from_writer(&mut out);
+                .from_writer(&mut *out);
             writer.write_record(&header).map_err(|e| io(e.into()))?;
             let texts = table.texts();
             for (row, best) in top.iter().enumerate() {
@@ -442,17 +494,23 @@ fn write_output(
             }
         }
         RowFormat::Parquet => {
-            return Err(PredictError::Input {
-                path: path.to_path_buf(),
-                reason: "txcat does not write Parquet; name the output .csv or .jsonl".into(),
-            })
+            let InputTable::Parquet { path: source, .. } = table else {
+                return Err(PredictError::Input {
+                    path: path.to_path_buf(),
+                    reason: "txcat writes Parquet for Parquet input only; name the output .csv or .jsonl".into(),
+                });
+            };
+            let file = fs::File::open(source).map_err(io)?;
+            let rows: Vec<Vec<(String, f32)>> = top.iter().map(|b| predicted(b)).collect();
+            parquet_output::write(&file, &names, &rows, &mut *out).map_err(|e| {
+                PredictError::Input {
+                    path: source.clone(),
+                    reason: parquet::describe_error(&e),
+                }
+            })?;
         }
     }
-    let file = out
-        .into_inner()
-        .map_err(|e| io(std::io::Error::other(e.to_string())))?;
-    file.sync_all().map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)
+    Ok(())
 }
 
 /// A JSON object with these fields in this order (serde_json's map would sort them).

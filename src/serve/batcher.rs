@@ -103,6 +103,13 @@ impl Batcher {
 
 fn load(dir: &Path) -> Result<Predictor, InferenceError> {
     let predictor = Predictor::load(dir, DeviceChoice::Auto)?;
+    if let Some(b) = predictor.blend() {
+        tracing::info!(
+            weight = b.weight,
+            temperature = b.temperature,
+            "the model directory holds a tf-idf blend: predictions mix it in"
+        );
+    }
     predictor.warm_up()?;
     Ok(predictor)
 }
