@@ -4,7 +4,8 @@
 //! info `GET /api/models/<repo>/revision/<rev>` (JSON `sha` + `siblings`), and
 //! `GET /<repo>/resolve/<rev>/<file>` with `Range: bytes=0-0` (metadata: `ETag`, `X-Repo-Commit`,
 //! `Content-Range: bytes 0-0/<size>`) then `Range: bytes=<start>-` (the body). It serves the
-//! tiny test model, counts requests, and can require a bearer token.
+//! tiny test model, counts requests, can require a bearer token, and can stop sending a file's
+//! body halfway (a stalled download).
 
 mod common;
 
@@ -20,11 +21,16 @@ use std::time::{Duration, Instant};
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 const TOKEN: &str = "hf_test_secret_token";
 
-/// One repo: its files, and whether it needs [`TOKEN`].
+/// One repo: its files, whether it needs [`TOKEN`], and whether the body of
+/// `model.safetensors` stops halfway with the connection left open.
 struct FakeRepo {
     files: BTreeMap<String, Vec<u8>>,
     private: bool,
+    stalls: bool,
 }
+
+/// The header `answer` adds to tell `serve` to stall that response (never sent).
+const STALL: &str = "X-Fake-Stall";
 
 /// The fake Hub: repos by id, and every request path it saw.
 struct FakeHub {
@@ -78,11 +84,16 @@ fn serve(stream: TcpStream, repos: &BTreeMap<String, FakeRepo>, log: &Mutex<Vec<
         }
     }
     log.lock().unwrap().push(path.clone());
-    let (status, extra, body) = answer(&path, &headers, repos);
+    let (status, mut extra, mut body) = answer(&path, &headers, repos);
+    let stall = extra.iter().any(|(k, _)| k == STALL);
+    extra.retain(|(k, _)| k != STALL);
+    let full = body.len();
+    if stall {
+        body.truncate(full / 2);
+    }
     let mut out = stream;
     let mut head = format!(
-        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
+        "HTTP/1.1 {status}\r\nContent-Length: {full}\r\nConnection: close\r\n"
     );
     for (k, v) in extra {
         head += &format!("{k}: {v}\r\n");
@@ -90,6 +101,11 @@ fn serve(stream: TcpStream, repos: &BTreeMap<String, FakeRepo>, log: &Mutex<Vec<
     head += "\r\n";
     let _ = out.write_all(head.as_bytes());
     let _ = out.write_all(&body);
+    if stall {
+        let _ = out.flush();
+        // Holds the connection open, sending nothing more, as a stuck proxy would.
+        std::thread::sleep(Duration::from_secs(120));
+    }
 }
 
 type Answer = (&'static str, Vec<(String, String)>, Vec<u8>);
@@ -161,7 +177,7 @@ fn answer(
         _ => bytes.len(),
     };
     let etag = format!("\"etag-{}-{}\"", file.replace('.', "-"), bytes.len());
-    let extra = vec![
+    let mut extra = vec![
         ("ETag".to_string(), etag),
         ("X-Repo-Commit".to_string(), SHA.to_string()),
         (
@@ -169,6 +185,9 @@ fn answer(
             format!("bytes {start}-{}/{}", end.max(1) - 1, bytes.len()),
         ),
     ];
+    if repo.stalls && file == "model.safetensors" && end > 1 {
+        extra.push((STALL.to_string(), String::new()));
+    }
     (
         "206 Partial Content",
         extra,
@@ -191,7 +210,11 @@ fn tiny_repo(private: bool) -> FakeRepo {
     }
     files.insert("README.md".into(), b"# tiny".to_vec());
     files.insert("pytorch_model.bin".into(), b"not fetched".to_vec());
-    FakeRepo { files, private }
+    FakeRepo {
+        files,
+        private,
+        stalls: false,
+    }
 }
 
 fn hub() -> FakeHub {
@@ -201,6 +224,9 @@ fn hub() -> FakeHub {
     let mut pickle = tiny_repo(false);
     pickle.files.remove("model.safetensors");
     repos.insert("txcat-tests/pickle".to_string(), pickle);
+    let mut stuck = tiny_repo(false);
+    stuck.stalls = true;
+    repos.insert("txcat-tests/stuck".to_string(), stuck);
     FakeHub::start(repos)
 }
 
@@ -427,4 +453,41 @@ fn an_endpoint_that_never_answers_fails_within_30_seconds() {
     );
     assert!(took < Duration::from_secs(30), "took {took:?}");
     drop(silent);
+}
+
+#[test]
+fn a_download_that_stops_sending_fails_after_hf_hub_download_timeout() {
+    // The weights' body stops halfway and the connection stays open: without a stall limit the
+    // job would wait for ever.
+    let hub = hub();
+    let home = tempfile::tempdir().unwrap();
+    let ml = job("txcat-tests/stuck", &[]);
+    let started = Instant::now();
+    let out = dry_run(
+        &ml,
+        &hub.endpoint(),
+        home.path(),
+        &[("HF_HUB_DOWNLOAD_TIMEOUT", "2")],
+    );
+    let took = started.elapsed();
+    ml.assert_failed(
+        &out,
+        1,
+        &[
+            "txcat-tests/stuck",
+            "downloading model.safetensors",
+            "no data for 2 s",
+            "HF_HUB_DOWNLOAD_TIMEOUT",
+        ],
+    );
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    let snapshot = home
+        .path()
+        .join("hub/models--txcat-tests--stuck/snapshots")
+        .join(SHA)
+        .join("model.safetensors");
+    assert!(
+        !snapshot.exists(),
+        "a half-downloaded file is in the snapshot"
+    );
 }

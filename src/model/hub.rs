@@ -10,19 +10,26 @@
 //! Invariants: a revision whose files are all in the cache is used without any request (pin a
 //! commit hash, or clear the cache, to pick up a moved branch); `HF_HUB_OFFLINE=1` never makes a
 //! request; the first contact with the endpoint, retries included, gives up within
-//! [`CONTACT_BUDGET`], so a job without network fails fast; the token (`HF_TOKEN`, else the
+//! [`CONTACT_BUDGET`], so a job without network fails fast; a file download that receives no
+//! byte for `HF_HUB_DOWNLOAD_TIMEOUT` seconds (default [`DEFAULT_STALL`], as Python's
+//! `huggingface_hub`) fails instead of hanging the job; the token (`HF_TOKEN`, else the
 //! `$HF_HOME/token` file) is sent as a bearer header and never logged or put in a message.
 
 use hf_hub::api::sync::{ApiBuilder, ApiError, ApiRepo};
+use hf_hub::api::Progress;
 use hf_hub::{Cache, Repo, RepoType};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 /// The public Hub, when `HF_ENDPOINT` is not set.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 /// How long the first request (the revision's file list), retries included, may take.
 pub const CONTACT_BUDGET: Duration = Duration::from_secs(15);
+/// How long a file download may go without receiving a byte, when `HF_HUB_DOWNLOAD_TIMEOUT`
+/// is not set (the default of Python's `huggingface_hub`).
+pub const DEFAULT_STALL: Duration = Duration::from_secs(10);
 /// Attempts per request for failures a retry may cure (connection, 429, 5xx).
 const ATTEMPTS: u32 = 3;
 
@@ -37,6 +44,8 @@ pub struct HubSettings {
     pub offline: bool,
     /// `HF_HOME`; the cache is its `hub` folder.
     pub home: PathBuf,
+    /// `HF_HUB_DOWNLOAD_TIMEOUT`: how long a download may receive nothing before it fails.
+    pub stall: Duration,
 }
 
 impl std::fmt::Debug for HubSettings {
@@ -46,14 +55,16 @@ impl std::fmt::Debug for HubSettings {
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("offline", &self.offline)
             .field("home", &self.home)
+            .field("stall", &self.stall)
             .finish()
     }
 }
 
 impl HubSettings {
-    /// `HF_ENDPOINT` (default [`DEFAULT_ENDPOINT`]), `HF_TOKEN`, `HF_HUB_OFFLINE` and `HF_HOME`
+    /// `HF_ENDPOINT` (default [`DEFAULT_ENDPOINT`]), `HF_TOKEN`, `HF_HUB_OFFLINE`, `HF_HOME`
     /// (default `$TMPDIR/huggingface`: container scratch, not the home directory, which a
-    /// training image may not have writable).
+    /// training image may not have writable) and `HF_HUB_DOWNLOAD_TIMEOUT` (seconds, default
+    /// [`DEFAULT_STALL`]; a value that is not a positive number keeps the default).
     pub fn from_env() -> Self {
         let var = |key: &str| std::env::var(key).ok().filter(|v| !v.trim().is_empty());
         let endpoint = var("HF_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
@@ -70,6 +81,10 @@ impl HubSettings {
             home: var("HF_HOME")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| std::env::temp_dir().join("huggingface")),
+            stall: var("HF_HUB_DOWNLOAD_TIMEOUT")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .map_or(DEFAULT_STALL, Duration::from_secs_f64),
         }
     }
 
@@ -288,45 +303,111 @@ fn classify(error: ApiError, model: &str, revision: &str, settings: &HubSettings
     }
 }
 
+/// When a request in flight is given up.
+#[derive(Clone, Copy)]
+enum Limit {
+    /// At this instant, retries included (the first contact with the endpoint).
+    Deadline(Instant),
+    /// When this long passes without a byte arriving (a download).
+    Stall(Duration),
+}
+
+/// When a download last made progress, shared between its thread and the one waiting on it.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        self.start
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// hf-hub's progress hook, used only to see bytes arrive.
+struct Watch(Arc<Activity>);
+
+impl Progress for Watch {
+    fn init(&mut self, _size: usize, _filename: &str) {
+        self.0.touch();
+    }
+    fn update(&mut self, _size: usize) {
+        self.0.touch();
+    }
+    fn finish(&mut self) {
+        self.0.touch();
+    }
+}
+
 /// Runs `call` up to [`ATTEMPTS`] times with backoff while failures are transient, each attempt
-/// on a helper thread so that a request that hangs (no route, dropped packets) ends at
-/// `deadline` (the thread is left behind; the job is failing anyway).
+/// on a helper thread so that a request that hangs (no route, dropped packets, a server that
+/// stops sending) ends at `limit` (the thread is left behind; the job is failing anyway, and a
+/// stalled download is not retried because its thread still holds the blob's lock).
 fn with_retries<T: Send + 'static>(
-    deadline: Option<Instant>,
+    limit: Limit,
     model: &str,
     revision: &str,
     settings: &HubSettings,
-    call: impl Fn() -> Result<T, ApiError> + Send + Sync + 'static,
+    call: impl Fn(Watch) -> Result<T, ApiError> + Send + Sync + 'static,
 ) -> Result<T, Failure> {
-    let call = std::sync::Arc::new(call);
+    let call = Arc::new(call);
     let mut last = String::new();
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
             let wait = Duration::from_millis(500 << attempt);
-            if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+            if matches!(limit, Limit::Deadline(d) if Instant::now() + wait >= d) {
                 break;
             }
             tracing::warn!(model, attempt, reason = %last, "Hub request failed; retrying");
             std::thread::sleep(wait);
         }
         let (tx, rx) = mpsc::channel();
-        let call = std::sync::Arc::clone(&call);
+        let activity = Activity::new();
+        let watch = Watch(Arc::clone(&activity));
+        let call = Arc::clone(&call);
         std::thread::spawn(move || {
-            let _ = tx.send(call());
+            let _ = tx.send(call(watch));
         });
-        let answer = match deadline {
-            Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
-                Ok(answer) => answer,
-                Err(_) => {
-                    return Err(Failure::Retry(format!(
-                        "no answer within {} s",
-                        CONTACT_BUDGET.as_secs()
-                    )))
+        let answer = loop {
+            let wait = match limit {
+                Limit::Deadline(d) => d.saturating_duration_since(Instant::now()),
+                Limit::Stall(after) => after.saturating_sub(activity.idle()),
+            };
+            match rx.recv_timeout(wait.min(Duration::from_millis(250))) {
+                Ok(answer) => break answer,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(Failure::Retry("the request thread died".into()))
                 }
-            },
-            None => rx
-                .recv()
-                .map_err(|_| Failure::Retry("the request thread died".into()))?,
+                Err(mpsc::RecvTimeoutError::Timeout) => match limit {
+                    Limit::Deadline(d) if Instant::now() >= d => {
+                        return Err(Failure::Retry(format!(
+                            "no answer within {} s",
+                            CONTACT_BUDGET.as_secs()
+                        )))
+                    }
+                    Limit::Stall(after) if activity.idle() >= after => {
+                        return Err(Failure::Retry(format!(
+                            "no data for {:.0} s (the download stalled; HF_HUB_DOWNLOAD_TIMEOUT sets how long to wait)",
+                            after.as_secs_f64()
+                        )))
+                    }
+                    _ => {}
+                },
+            }
         };
         match answer {
             Ok(value) => return Ok(value),
@@ -373,11 +454,8 @@ pub fn fetch(
             endpoint: settings.endpoint.clone(),
             reason: e.to_string(),
         })?;
-    let repo = std::sync::Arc::new(api.repo(Repo::with_revision(
-        model.to_string(),
-        RepoType::Model,
-        revision.to_string(),
-    )));
+    let hub_repo = Repo::with_revision(model.to_string(), RepoType::Model, revision.to_string());
+    let repo = Arc::new(api.repo(hub_repo.clone()));
     tracing::info!(model, revision, endpoint = %settings.endpoint, "fetching the model from the Hugging Face Hub");
     let unreachable = |reason: String| HubError::Unreachable {
         model: model.to_string(),
@@ -386,8 +464,8 @@ pub fn fetch(
         reason,
     };
     let deadline = Instant::now() + CONTACT_BUDGET;
-    let info_repo = std::sync::Arc::clone(&repo);
-    let info = with_retries(Some(deadline), model, revision, settings, move || {
+    let info_repo = Arc::clone(&repo);
+    let info = with_retries(Limit::Deadline(deadline), model, revision, settings, move |_| {
         info_repo.info()
     })
     .map_err(|failure| match failure {
@@ -398,8 +476,13 @@ pub fn fetch(
     let wanted = wanted(model, &files)?;
     let mut dir = None;
     for file in wanted {
-        let file_repo: std::sync::Arc<ApiRepo> = std::sync::Arc::clone(&repo);
-        let path = with_retries(None, model, revision, settings, move || file_repo.get(file))
+        let file_repo: Arc<ApiRepo> = Arc::clone(&repo);
+        let cached = settings.cache().repo(hub_repo.clone());
+        let fetch = move |watch: Watch| match cached.get(file) {
+            Some(path) => Ok(path),
+            None => file_repo.download_with_progress(file, watch),
+        };
+        let path = with_retries(Limit::Stall(settings.stall), model, revision, settings, fetch)
             .map_err(|failure| match failure {
                 Failure::Final(HubError::Download {
                     model,
@@ -499,6 +582,7 @@ mod tests {
             token: Some("hf_secret".into()),
             offline: false,
             home: PathBuf::from("/tmp/x"),
+            stall: DEFAULT_STALL,
         };
         assert!(!format!("{settings:?}").contains("hf_secret"));
     }
