@@ -92,9 +92,7 @@ fn serve(stream: TcpStream, repos: &BTreeMap<String, FakeRepo>, log: &Mutex<Vec<
         body.truncate(full / 2);
     }
     let mut out = stream;
-    let mut head = format!(
-        "HTTP/1.1 {status}\r\nContent-Length: {full}\r\nConnection: close\r\n"
-    );
+    let mut head = format!("HTTP/1.1 {status}\r\nContent-Length: {full}\r\nConnection: close\r\n");
     for (k, v) in extra {
         head += &format!("{k}: {v}\r\n");
     }

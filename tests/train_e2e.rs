@@ -148,7 +148,9 @@ fn predict_matches_the_transformers_pipeline() {
         .arg(&input_path)
         .arg("--output")
         .arg(&output_path)
-        .args(["--top-k", "2", "--batch-size", "4"])
+        // transformers opens the encoder alone; the job's tf-idf blend (kept when it beat the
+        // encoder on validation) is checked against its own reimplementation in blend_job.rs.
+        .args(["--top-k", "2", "--batch-size", "4", "--encoder-only"])
         .output()
         .unwrap();
     assert_eq!(

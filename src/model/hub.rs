@@ -465,9 +465,13 @@ pub fn fetch(
     };
     let deadline = Instant::now() + CONTACT_BUDGET;
     let info_repo = Arc::clone(&repo);
-    let info = with_retries(Limit::Deadline(deadline), model, revision, settings, move |_| {
-        info_repo.info()
-    })
+    let info = with_retries(
+        Limit::Deadline(deadline),
+        model,
+        revision,
+        settings,
+        move |_| info_repo.info(),
+    )
     .map_err(|failure| match failure {
         Failure::Retry(reason) => unreachable(reason),
         Failure::Final(e) => e,
@@ -482,27 +486,33 @@ pub fn fetch(
             Some(path) => Ok(path),
             None => file_repo.download_with_progress(file, watch),
         };
-        let path = with_retries(Limit::Stall(settings.stall), model, revision, settings, fetch)
-            .map_err(|failure| match failure {
-                Failure::Final(HubError::Download {
-                    model,
-                    endpoint,
-                    reason,
-                    ..
-                }) => HubError::Download {
-                    model,
-                    file: file.to_string(),
-                    endpoint,
-                    reason,
-                },
-                Failure::Final(e) => e,
-                Failure::Retry(reason) => HubError::Download {
-                    model: model.to_string(),
-                    file: file.to_string(),
-                    endpoint: settings.endpoint.clone(),
-                    reason,
-                },
-            })?;
+        let path = with_retries(
+            Limit::Stall(settings.stall),
+            model,
+            revision,
+            settings,
+            fetch,
+        )
+        .map_err(|failure| match failure {
+            Failure::Final(HubError::Download {
+                model,
+                endpoint,
+                reason,
+                ..
+            }) => HubError::Download {
+                model,
+                file: file.to_string(),
+                endpoint,
+                reason,
+            },
+            Failure::Final(e) => e,
+            Failure::Retry(reason) => HubError::Download {
+                model: model.to_string(),
+                file: file.to_string(),
+                endpoint: settings.endpoint.clone(),
+                reason,
+            },
+        })?;
         tracing::info!(model, file, "fetched from the Hub");
         dir = path.parent().map(Path::to_path_buf);
     }

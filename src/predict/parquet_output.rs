@@ -41,7 +41,11 @@ pub fn write(
         )));
     }
     let root = file_metadata.schema_descr().root_schema();
-    if let Some(taken) = root.get_fields().iter().find(|f| names.contains(&f.name().into())) {
+    if let Some(taken) = root
+        .get_fields()
+        .iter()
+        .find(|f| names.contains(&f.name().into()))
+    {
         return Err(ParquetError::General(format!(
             "the input already has a column `{}`, which txcat's predictions would repeat; rename it",
             taken.name()
@@ -97,11 +101,15 @@ pub fn write(
                 .map(|r| ByteArray::from(r[rank].0.as_str()))
                 .collect();
             let mut column = group_out.next_column()?.ok_or_else(no_column)?;
-            column.typed::<ByteArrayType>().write_batch(&labels, None, None)?;
+            column
+                .typed::<ByteArrayType>()
+                .write_batch(&labels, None, None)?;
             column.close()?;
             let scores: Vec<f32> = group_rows.iter().map(|r| r[rank].1).collect();
             let mut column = group_out.next_column()?.ok_or_else(no_column)?;
-            column.typed::<FloatType>().write_batch(&scores, None, None)?;
+            column
+                .typed::<FloatType>()
+                .write_batch(&scores, None, None)?;
             column.close()?;
         }
         group_out.close()?;
