@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""bench/scaling: 2 data-parallel workers x 1 thread against 1 worker x 2 threads on one host.
+
+Both configurations train the same global batch (`--batch`; per worker `--batch / workers`, as
+Hugging Face counts `train_batch_size`), so they take the same steps on the same rows; txcat's
+data-parallel semantics make the two runs' weights equal up to float reduction order, so their
+final scores should agree. Rounds alternate the configurations so a slow spell of a shared
+machine hits both. Figures come from each job's run_summary.json and metrics.json; samples/s
+are global (rank 0's steady rate x world size). Dropout masks are drawn per rank, so the two
+configurations' scores agree statistically, not to the digit.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIGS = (("1 worker x 2 threads", 1, 2), ("2 workers x 1 thread (Gloo)", 2, 1))
+
+
+def job(a, data, workers, threads, work):
+    root = tempfile.mkdtemp(dir=work)
+    args = [a.txcat, "train", "--root", root,
+            "--channel", f"train={data}/train.csv", "--channel", f"validation={data}/val.csv"]
+    hp = {"model_name_or_path": a.model, "epochs": a.epochs, "train_batch_size": a.batch // workers,
+          "max_length": 64, "learning_rate": "1e-4", "seed": 42, "num_threads": threads,
+          "num_processes": workers, "save_strategy": "no", "baseline_tfidf": "false",
+          "load_best_model_at_end": "false"}
+    for k, v in hp.items():
+        args += ["--hp", f"{k}={v}"]
+    start = time.perf_counter()
+    out = subprocess.run(args, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if out.returncode != 0:
+        raise SystemExit(f"txcat train failed ({' '.join(args)}):\n{out.stderr[-3000:]}")
+    with open(os.path.join(root, "output/data/run_summary.json")) as f:
+        summary = json.load(f)
+    with open(os.path.join(root, "output/data/metrics.json")) as f:
+        final = json.load(f)["final"]
+    # run_summary's steady figures are rank 0's share in a data-parallel run; the shares differ
+    # by at most one row, so the global rate is that times the world size.
+    world = summary.get("world_size", 1)
+    return {"steady": summary["train_steady_samples_per_second"] * world, "wall": wall,
+            "world": summary.get("world_size", 1), "steps": summary["global_steps"],
+            "acc": final["eval_accuracy"], "f1": final["eval_f1_macro"]}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--txcat", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--rows", type=int, default=2000)
+    p.add_argument("--epochs", default="1")
+    p.add_argument("--batch", type=int, default=32, help="global batch (per worker: batch / workers)")
+    p.add_argument("--rounds", type=int, default=2)
+    a = p.parse_args()
+    work = tempfile.mkdtemp(prefix="txcat-scaling-")
+    data = os.path.join(work, "data")
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts/gen_transactions.py"), "--out-dir", data,
+                    "--rows", str(a.rows), "--eval-fraction", "0.2", "--seed", "42"], check=True)
+    runs = {name: [] for name, _, _ in CONFIGS}
+    for r in range(a.rounds):
+        for name, workers, threads in CONFIGS:
+            res = job(a, data, workers, threads, work)
+            runs[name].append(res)
+            print(f"[scaling] round {r + 1}: {name}: {res['steady']:.1f} samples/s, {res['wall']:.1f} s, "
+                  f"acc {res['acc']:.4f}", file=sys.stderr, flush=True)
+    load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else ["?"]
+    print(f"\n{a.rows} generated train rows, MiniLM, {a.epochs} epoch(s), global batch {a.batch}, "
+          f"max_length 64, lr 1e-4, seed 42, {os.cpu_count()} cores; load average at the end {' '.join(load)}\n")
+    print("| configuration | world size | steps | global steady samples/s (per round) | median | wall s (median) | eval accuracy | eval macro-F1 |")
+    print("|---|---|---|---|---|---|---|---|")
+    medians = {}
+    for name, _, _ in CONFIGS:
+        rs = runs[name]
+        med = statistics.median(x["steady"] for x in rs)
+        medians[name] = med
+        joined = lambda key, fmt: ", ".join(format(x[key], fmt) for x in rs)
+        wall = statistics.median(x["wall"] for x in rs)
+        print(f"| {name} | {rs[0]['world']} | {rs[0]['steps']} | {joined('steady', '.1f')} | {med:.1f} | "
+              f"{wall:.1f} | {joined('acc', '.4f')} | {joined('f1', '.4f')} |")
+    one, two = (medians[n] for n, _, _ in CONFIGS)
+    print(f"\n2 workers x 1 thread vs 1 worker x 2 threads: {two / one:.2f}x steady samples/s.")
+
+
+if __name__ == "__main__":
+    main()
