@@ -6,7 +6,7 @@
 mod common;
 mod support;
 
-use common::{describe, separable_csv, write_quick_hyperparameters, OptMl, TXCAT};
+use common::{separable_csv, write_quick_hyperparameters, OptMl, TXCAT};
 use std::path::Path;
 use std::process::Command;
 
@@ -35,18 +35,7 @@ fn predict(ml: &OptMl, model: &Path, extra: &[&str]) -> (Vec<String>, Vec<String
     let input = ml.path("input/data/validation/val.csv");
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("out.csv");
-    let mut args = vec![
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let out = Command::new(TXCAT).args(&args).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    common::run_predict(model, &input, &output, extra);
     let mut reader = csv::Reader::from_path(&output).unwrap();
     let headers = reader.headers().unwrap().clone();
     let col = |name: &str| headers.iter().position(|h| h == name).unwrap();

@@ -13,19 +13,7 @@ fn model() -> PathBuf {
 }
 
 fn predict(input: &Path, output: &Path, extra: &[&str]) -> String {
-    let model = model();
-    let mut args = vec![
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let out = Command::new(TXCAT).args(&args).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    common::run_predict(&model(), input, output, extra);
     // Lossy: Parquet output is binary; callers that read text outputs get them whole.
     String::from_utf8_lossy(&std::fs::read(output).unwrap()).into_owned()
 }

@@ -358,14 +358,13 @@ pub fn run(args: &PredictArgs) -> Result<(), PredictError> {
     }
     let texts = table.texts();
     let top = predictor.predict(&texts, args.top_k, args.batch_size)?;
-    write_output(
-        &args.output,
-        output,
-        &table,
-        &args.text_column,
-        &top,
-        predictor.labels(),
-    )?;
+    let rows = OutputRows {
+        table: &table,
+        text_column: &args.text_column,
+        top: &top,
+        id2label: predictor.labels(),
+    };
+    write_output(&args.output, output, rows)?;
     tracing::info!(rows = texts.len(), output = %args.output.display(), "predictions written");
     Ok(())
 }
@@ -375,17 +374,19 @@ fn has_csv_extension(path: &Path) -> bool {
     name.ends_with(".csv") || name.ends_with(".tsv")
 }
 
+/// What an output file is made of: the input as read and the predictions of its rows.
+#[derive(Clone, Copy)]
+struct OutputRows<'a> {
+    table: &'a InputTable,
+    text_column: &'a str,
+    top: &'a [Vec<Scored>],
+    id2label: &'a [String],
+}
+
 /// Writes the predictions in `format` beside every input column (CSV from JSON Lines keeps the
 /// text column only), aside first and renamed into place when complete; on failure the file
 /// aside is removed and `path` is untouched.
-fn write_output(
-    path: &Path,
-    format: RowFormat,
-    table: &InputTable,
-    text_column: &str,
-    top: &[Vec<Scored>],
-    id2label: &[String],
-) -> Result<(), PredictError> {
+fn write_output(path: &Path, format: RowFormat, rows: OutputRows<'_>) -> Result<(), PredictError> {
     let io = |source: std::io::Error| PredictError::Output {
         path: path.to_path_buf(),
         source,
@@ -395,7 +396,7 @@ fn write_output(
     let tmp = PathBuf::from(name);
     let written = fs::File::create(&tmp).map_err(io).and_then(|file| {
         let mut out = std::io::BufWriter::new(file);
-        write_rows(path, &mut out, format, table, text_column, top, id2label)?;
+        write_rows(path, &mut out, format, rows)?;
         let file = out
             .into_inner()
             .map_err(|e| io(std::io::Error::other(e.to_string())))?;
@@ -415,11 +416,14 @@ fn write_rows(
     path: &Path,
     out: &mut std::io::BufWriter<fs::File>,
     format: RowFormat,
-    table: &InputTable,
-    text_column: &str,
-    top: &[Vec<Scored>],
-    id2label: &[String],
+    rows: OutputRows<'_>,
 ) -> Result<(), PredictError> {
+    let OutputRows {
+        table,
+        text_column,
+        top,
+        id2label,
+    } = rows;
     let io = |source: std::io::Error| PredictError::Output {
         path: path.to_path_buf(),
         source,

@@ -365,3 +365,19 @@ pub fn separable_model() -> PathBuf {
         })
         .clone()
 }
+
+/// `txcat predict --model MODEL --input INPUT --output OUTPUT EXTRA...`, asserting exit 0.
+pub fn run_predict(model: &Path, input: &Path, output: &Path, extra: &[&str]) {
+    let out = Command::new(TXCAT)
+        .arg("predict")
+        .arg("--model")
+        .arg(model)
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+}
