@@ -145,22 +145,28 @@ struct Candidate {
 }
 
 fn candidate(request: &ChampionRequest<'_>) -> Result<Candidate, ChampionError> {
-    let channel = request.paths.channel_dir(CHANNEL);
+    Ok(match named(request.paths, request.hp)? {
+        Some(found) => found,
+        None => Candidate {
+            dir: request.start.dir.clone(),
+            origin: request.start.origin.clone(),
+            chosen_by: "starting_model",
+            named: false,
+            _owned: None,
+        },
+    })
+}
+
+/// The champion `baseline_model` or the `baseline` channel names, resolved; `None` when neither.
+fn named(paths: &Paths, hp: &Hyperparameters) -> Result<Option<Candidate>, ChampionError> {
+    let channel = paths.channel_dir(CHANNEL);
     let channel = channel.exists().then_some(channel);
-    let chosen_by = match (&request.hp.baseline_model, &channel) {
+    let chosen_by = match (&hp.baseline_model, &channel) {
         (Some(_), _) => "baseline_model",
         (None, Some(_)) => "baseline_channel",
-        (None, None) => {
-            return Ok(Candidate {
-                dir: request.start.dir.clone(),
-                origin: request.start.origin.clone(),
-                chosen_by: "starting_model",
-                named: false,
-                _owned: None,
-            })
-        }
+        (None, None) => return Ok(None),
     };
-    let name = request.hp.baseline_model.as_deref().unwrap_or("");
+    let name = hp.baseline_model.as_deref().unwrap_or("");
     let origin = match (name, &channel) {
         ("", Some(c)) => c.display().to_string(),
         _ => name.to_string(),
@@ -168,20 +174,50 @@ fn candidate(request: &ChampionRequest<'_>) -> Result<Candidate, ChampionError> 
     let source = resolve_source(&SourceRequest {
         name_or_path: name,
         model_channel: channel.as_deref(),
-        model_home: request.paths.model_home.as_deref(),
-        s3: s3::S3Options::from_settings(&request.paths.s3),
+        model_home: paths.model_home.as_deref(),
+        s3: s3::S3Options::from_settings(&paths.s3),
         limits: UnpackLimits::default(),
         // The model to beat is one txcat trained, never a Hub download.
         hub: None,
     })
     .map_err(|source| ChampionError::Model { origin, source })?;
-    Ok(Candidate {
+    Ok(Some(Candidate {
         dir: source.dir.clone(),
         origin: source.origin.clone(),
         chosen_by,
         named: true,
         _owned: Some(source),
-    })
+    }))
+}
+
+/// The dry run's check of a named champion (`baseline_model` or the `baseline` channel), as
+/// the job would find it: resolved (an archive unpacked, an S3 object fetched), a classifier
+/// whose weights' header agrees with its config.json, and a tokenizer; no weights loaded.
+/// Returns the dry-run line, or `None` when no champion is named.
+pub fn check_named(paths: &Paths, hp: &Hyperparameters) -> Result<Option<String>, ChampionError> {
+    let Some(found) = named(paths, hp)? else {
+        return Ok(None);
+    };
+    let origin = found.origin.clone();
+    let labels = classifier_labels(&found.dir)
+        .map_err(|source| ChampionError::Model {
+            origin: origin.clone(),
+            source,
+        })?
+        .ok_or_else(|| ChampionError::NotClassifier {
+            origin: origin.clone(),
+        })?;
+    TextEncoder::from_model_dir(&found.dir, hp.max_length).map_err(|source| {
+        ChampionError::Tokenize {
+            origin: origin.clone(),
+            source,
+        }
+    })?;
+    Ok(Some(format!(
+        "Baseline model: {origin} ({}; a classifier of {} labels; checked, weights not loaded)",
+        found.chosen_by,
+        labels.len()
+    )))
 }
 
 /// Finds the champion and scores it on the evaluation rows whose labels it knows; logs one line.

@@ -646,7 +646,10 @@ pub fn run_train(paths: &Paths, args: &TrainArgs) -> Result<(), JobError> {
         data.train.len() + data.eval.len()
     );
     if args.dry_run {
-        let model = dry_run_model(paths, &hp, &data)?;
+        let mut model = dry_run_model(paths, &hp, &data)?;
+        if let Some(line) = crate::champion::check_named(paths, &hp).map_err(FineTuneError::from)? {
+            model.push_str(&format!("{line}\n"));
+        }
         print!(
             "{}{model}",
             dry_run_summary(&data, &hp, &describe_device(hp.device))

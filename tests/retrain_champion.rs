@@ -253,3 +253,45 @@ fn a_base_starting_model_has_no_baseline_and_a_named_one_must_be_a_classifier() 
     bad.assert_failed(&out, 2, &["baseline model", "not a classifier"]);
     assert!(bad.model_dir_is_empty());
 }
+
+#[test]
+fn the_dry_run_checks_a_named_baseline_model_without_training() {
+    let scratch = tempfile::tempdir().unwrap();
+    let start = fixture("tiny-distilbert-trainable");
+    let dry_run = |baseline: &Path| {
+        let ml = job(
+            ("", ""),
+            &[
+                ("model_name_or_path", start.to_str().unwrap()),
+                ("baseline_model", baseline.to_str().unwrap()),
+            ],
+        );
+        let out = ml.run(&["train", "--dry-run"]);
+        (ml, out)
+    };
+
+    // A packed classifier: resolved (unpacked) and checked, named in the summary.
+    let archive = scratch.path().join("prev/model.tar.gz");
+    pack(&start, &archive);
+    let (ml, out) = dry_run(&archive);
+    let summary = ml.assert_dry_run_ok(&out);
+    let line = summary
+        .lines()
+        .find(|l| l.starts_with("Baseline model:"))
+        .unwrap_or_else(|| panic!("no baseline line\n{summary}"));
+    assert!(
+        line.contains("baseline_model") && line.contains("checked"),
+        "{line}"
+    );
+    assert!(ml.model_dir_is_empty());
+
+    // A base model, a missing path and a corrupt archive each fail the dry run with one line.
+    let (ml, out) = dry_run(&base_model(scratch.path()));
+    ml.assert_failed(&out, 2, &["baseline model", "not a classifier"]);
+    let (ml, out) = dry_run(&scratch.path().join("nowhere"));
+    ml.assert_failed(&out, 2, &["baseline model", "nowhere"]);
+    let broken = scratch.path().join("broken.tar.gz");
+    std::fs::write(&broken, b"not a tarball").unwrap();
+    let (ml, out) = dry_run(&broken);
+    ml.assert_failed(&out, 2, &["baseline model", "broken.tar.gz"]);
+}
