@@ -196,6 +196,19 @@ impl Predictor {
         self.device
     }
 
+    /// Serving in bfloat16: the linear layers' weights kept and computed in bf16 (see
+    /// [`SequenceClassifier::serve_in`]); refused where the device has no bf16 arithmetic.
+    pub fn serve_in_bf16(&mut self) -> Result<(), InferenceError> {
+        if !crate::train::amp::bf16_supported(self.device) {
+            return Err(InferenceError::Model {
+                path: PathBuf::from("TXCAT_SERVE_PRECISION=bf16"),
+                reason: "this machine has no bfloat16 arithmetic (CPU: avx512_bf16 or amx_bf16); unset it to serve in fp32".into(),
+            });
+        }
+        self.model.serve_in(Kind::BFloat16);
+        Ok(())
+    }
+
     /// The `top_k` best labels of every text, best first, in input order, running at most
     /// `batch_size` rows per forward.
     pub fn predict(

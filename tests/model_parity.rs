@@ -368,3 +368,34 @@ fn round_trip_minilm_base_model() {
         64,
     );
 }
+
+/// Serving in bf16 (`TXCAT_SERVE_PRECISION=bf16`): the linear layers' weights kept in bf16 give
+/// fp32 logits within bf16's rounding of transformers' fp32 ones, on any CPU (libtorch emulates
+/// bf16 where the CPU lacks it; `serve` refuses bf16 there for speed, not correctness).
+#[test]
+fn serving_in_bf16_keeps_the_logits_within_bf16_rounding() {
+    for name in ["tiny-distilbert", "tiny-bert"] {
+        let dir = fixture(name);
+        let golden = read_json(&dir.join("golden.json"));
+        let ids = tensor_2d(&json_ids(&golden["padded_input_ids"]));
+        let mask = tensor_2d(&json_ids(&golden["attention_mask"]));
+        let expected = json_matrix(&golden["logits"]);
+        let (mut model, _) = SequenceClassifier::load(&dir, &labels(&LABELS), Device::Cpu).unwrap();
+        model.serve_in(Kind::BFloat16);
+        assert_eq!(model.compute_kind(), Some(Kind::BFloat16));
+        let logits = tch::no_grad(|| model.forward_t(&ids, &mask, None, false));
+        assert_eq!(logits.kind(), Kind::Float);
+        let diff = max_abs_diff(&to_rows(&logits), &expected);
+        let scale = expected.iter().flatten().fold(0f64, |m, v| m.max(v.abs()));
+        eprintln!("{name} in bf16: max |logit diff| = {diff:e} (largest logit {scale:e})");
+        assert!(
+            diff > 0.0,
+            "{name}: bf16 gave fp32's logits bit for bit; did it run in bf16?"
+        );
+        // bf16 keeps 8 mantissa bits: a few per cent of the largest logit after two layers.
+        assert!(
+            diff < 5e-2 * (1.0 + scale),
+            "{name}: bf16 logits off by {diff}"
+        );
+    }
+}

@@ -865,3 +865,49 @@ fn a_missing_or_broken_model_fails_start_up_with_one_line() {
         );
     }
 }
+
+#[test]
+fn bf16_serving_keeps_predicts_labels_with_scores_a_hundredth_away() {
+    let texts = texts();
+    let env = [("TXCAT_SERVE_PRECISION", "bf16")];
+    if !txcat::train::amp::bf16_supported(tch::Device::Cpu) {
+        // Refused at start-up with one line saying what to do.
+        let out = serve_command(&model(), &env, &[]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+        assert_eq!(errors.len(), 1, "one error line:\n{stderr}");
+        assert!(
+            errors[0].contains("TXCAT_SERVE_PRECISION=bf16"),
+            "{}",
+            errors[0]
+        );
+        println!("this CPU has no bf16 instructions: checked the refusal only");
+        return;
+    }
+    let reference = predict_reference(&texts, 2);
+    let server = Server::start(&env);
+    assert!(
+        server.log().contains("serving in bfloat16"),
+        "{}",
+        server.log()
+    );
+    let (status, _, body) = server.json(&serde_json::json!({ "inputs": texts }), None);
+    assert_eq!(status, 200, "{body}");
+    let answers: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(answers.len(), texts.len());
+    for (i, (answer, fp32)) in answers.iter().zip(&reference).enumerate() {
+        let got = ranked_json(answer);
+        let (label, score) = &got[0];
+        // A near tie in fp32 may flip in bf16; a clear winner may not.
+        if fp32[0].1 - fp32[1].1 > 0.05 {
+            assert_eq!(label, &fp32[0].0, "text {i}: {got:?} vs {fp32:?}");
+        }
+        if label == &fp32[0].0 {
+            assert!(
+                (score - fp32[0].1).abs() < 0.03,
+                "text {i}: {got:?} vs {fp32:?}"
+            );
+        }
+    }
+}

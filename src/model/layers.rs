@@ -46,6 +46,17 @@ impl Linear {
         }
     }
 
+    /// Keeps the weights in `kind` from now on, for inference: the values are replaced in place
+    /// (in the VarStore too, so no fp32 copy stays behind), and `forward` in `kind` then casts
+    /// nothing.
+    pub fn store_in(&mut self, kind: Kind) {
+        let _guard = tch::no_grad_guard();
+        let ws = self.ws.to_kind(kind);
+        self.ws.set_data(&ws);
+        let bs = self.bs.to_kind(kind);
+        self.bs.set_data(&bs);
+    }
+
     /// `[.., in] -> [.., out]`, computed in `kind` when given (output in that dtype).
     pub fn forward(&self, xs: &Tensor, kind: Option<Kind>) -> Tensor {
         match kind {
@@ -171,6 +182,20 @@ pub(crate) struct TransformerLayer {
 }
 
 impl TransformerLayer {
+    /// [`Linear::store_in`] for every linear layer of the block (LayerNorms stay fp32).
+    pub fn store_linears_in(&mut self, kind: Kind) {
+        for linear in [
+            &mut self.query,
+            &mut self.key,
+            &mut self.value,
+            &mut self.attn_out,
+            &mut self.ffn_in,
+            &mut self.ffn_out,
+        ] {
+            linear.store_in(kind);
+        }
+    }
+
     pub fn new(p: &nn::Path, names: &LayerNames, dims: LayerDims) -> Self {
         let h = dims.hidden;
         TransformerLayer {

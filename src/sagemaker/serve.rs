@@ -13,6 +13,7 @@
 //! | `SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT` | application/json | response type when a request has no `Accept` |
 //! | `TXCAT_SERVE_MAX_BATCH` | 64 | most texts one forward takes (requests queued together are merged up to this) |
 //! | `TXCAT_SERVE_MAX_WAIT_MS` | 0 | how long a model thread waits for more requests before a forward that is not full |
+//! | `TXCAT_SERVE_PRECISION` | fp32 | `bf16`: linear layers kept and computed in bfloat16 (CPUs with bf16 instructions, GPUs); scores move by about 1e-2 |
 
 use std::time::Duration;
 
@@ -30,6 +31,18 @@ pub const ENV_DEFAULT_ACCEPT: &str = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT";
 pub const ENV_MAX_BATCH: &str = "TXCAT_SERVE_MAX_BATCH";
 /// txcat's own: milliseconds a model thread waits to fill a forward.
 pub const ENV_MAX_WAIT_MS: &str = "TXCAT_SERVE_MAX_WAIT_MS";
+
+/// txcat's own: `fp32` or `bf16` weights for the linear layers.
+pub const ENV_PRECISION: &str = "TXCAT_SERVE_PRECISION";
+
+/// The dtype the served model's linear layers are kept and computed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServePrecision {
+    /// As trained: the scores `txcat predict` gives.
+    Fp32,
+    /// bfloat16: half the bytes per forward; scores differ from predict's in the second digit.
+    Bf16,
+}
 
 /// SageMaker's default port for `/ping` and `/invocations`.
 pub const DEFAULT_PORT: u16 = 8080;
@@ -71,6 +84,8 @@ pub struct ServeSettings {
     pub max_wait: Duration,
     /// Response type for requests without `Accept`.
     pub default_accept: String,
+    /// `TXCAT_SERVE_PRECISION`.
+    pub precision: ServePrecision,
 }
 
 impl Default for ServeSettings {
@@ -84,6 +99,7 @@ impl Default for ServeSettings {
             max_batch: DEFAULT_MAX_BATCH,
             max_wait: DEFAULT_MAX_WAIT,
             default_accept: DEFAULT_ACCEPT.into(),
+            precision: ServePrecision::Fp32,
         }
     }
 }
@@ -155,6 +171,19 @@ impl ServeSettings {
         if let Some(v) = get(ENV_DEFAULT_ACCEPT) {
             s.default_accept = v;
         }
+        if let Some(v) = get(ENV_PRECISION) {
+            s.precision = match v.to_ascii_lowercase().as_str() {
+                "fp32" | "float32" => ServePrecision::Fp32,
+                "bf16" | "bfloat16" => ServePrecision::Bf16,
+                _ => {
+                    return Err(ServeSettingsError {
+                        name: ENV_PRECISION,
+                        value: v,
+                        expected: "fp32 or bf16".into(),
+                    })
+                }
+            };
+        }
         Ok(s)
     }
 }
@@ -197,6 +226,7 @@ mod tests {
         assert_eq!(s.max_payload_bytes, 6 * 1024 * 1024);
         assert_eq!(s.workers, 1);
         assert_eq!(s.default_accept, "application/json");
+        assert_eq!(s.precision, ServePrecision::Fp32);
         // Empty values count as unset.
         assert_eq!(settings(&[(ENV_BIND_TO_PORT, " ")]).unwrap().port, 8080);
     }
@@ -211,8 +241,10 @@ mod tests {
             (ENV_MAX_BATCH, "16"),
             (ENV_MAX_WAIT_MS, "5"),
             (ENV_DEFAULT_ACCEPT, "text/csv"),
+            (ENV_PRECISION, "BF16"),
         ])
         .unwrap();
+        assert_eq!(s.precision, ServePrecision::Bf16);
         assert_eq!(s.port, 9001);
         assert!(s.batch_mode);
         assert_eq!(s.max_payload_bytes, 20 << 20);
@@ -236,6 +268,7 @@ mod tests {
             (ENV_MODEL_SERVER_WORKERS, "0"),
             (ENV_MAX_BATCH, "-1"),
             (ENV_MAX_WAIT_MS, "5000"),
+            (ENV_PRECISION, "fp16"),
         ] {
             let e = settings(&[(name, value)]).unwrap_err();
             assert_eq!(e.name, name);

@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 
 use crate::hyperparams::DeviceChoice;
 use crate::inference::{InferenceError, Predictor, Scored};
+use crate::sagemaker::serve::ServePrecision;
 
 use super::errors::RequestError;
 
@@ -43,6 +44,8 @@ pub struct BatchConfig {
     pub threads_per_worker: usize,
     pub max_batch: usize,
     pub max_wait: Duration,
+    /// The dtype of the linear layers (`TXCAT_SERVE_PRECISION`).
+    pub precision: ServePrecision,
     /// Test hook: a batch holding exactly this text panics on the model thread.
     pub panic_text: Option<String>,
 }
@@ -101,8 +104,12 @@ impl Batcher {
     }
 }
 
-fn load(dir: &Path) -> Result<Predictor, InferenceError> {
-    let predictor = Predictor::load(dir, DeviceChoice::Auto)?;
+fn load(dir: &Path, precision: ServePrecision) -> Result<Predictor, InferenceError> {
+    let mut predictor = Predictor::load(dir, DeviceChoice::Auto)?;
+    if precision == ServePrecision::Bf16 {
+        predictor.serve_in_bf16()?;
+        tracing::info!("serving in bfloat16 (TXCAT_SERVE_PRECISION=bf16)");
+    }
     if let Some(b) = predictor.blend() {
         tracing::info!(
             weight = b.weight,
@@ -116,7 +123,7 @@ fn load(dir: &Path) -> Result<Predictor, InferenceError> {
 
 fn worker(config: &BatchConfig, jobs: &Mutex<Receiver<Job>>, ready: &Sender<Ready>) {
     tch::set_num_threads(config.threads_per_worker.max(1) as i32);
-    let predictor = match load(&config.model_dir) {
+    let predictor = match load(&config.model_dir, config.precision) {
         Ok(p) => {
             let _ = ready.send(Ok(p.labels().to_vec()));
             p

@@ -56,6 +56,7 @@ pub fn run(args: &ServeArgs, paths: &Paths) -> Result<(), ServeError> {
         threads_per_worker: (cores / settings.workers).max(1),
         max_batch: settings.max_batch,
         max_wait: settings.max_wait,
+        precision: settings.precision,
         panic_text: args.test_panic_text.clone(),
     };
     // Handlers only parse, queue and render; the cores belong to libtorch.
