@@ -30,6 +30,8 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.svm import LinearSVC
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import txcat_run  # noqa: E402
 
 OLD = {}  # txcat's defaults are the recipe's
 # Chosen on the validation splits of za-bank-txn and oxford-pcard (2026-12-03 sweep: 5, 6 and 10
@@ -111,20 +113,10 @@ def tfidf(train, val, test):
 
 
 def txcat_job(txcat, model, train, val, hp, work, threads):
-    root = tempfile.mkdtemp(dir=work)
-    args = [txcat, "train", "--root", root, "--channel", f"train={train}", "--channel", f"validation={val}",
-            "--hp", f"model_name_or_path={model}", "--hp", f"num_threads={threads}", "--hp", "save_strategy=no",
-            "--hp", "seed=42", "--hp", "unseen_eval_labels=drop"]
-    for k, v in hp.items():
-        args += ["--hp", f"{k}={v}"]
-    start = time.perf_counter()
-    out = subprocess.run(args, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if out.returncode != 0:
-        raise SystemExit(f"txcat train failed ({' '.join(args)}):\n{out.stderr[-3000:]}")
-    with open(os.path.join(root, "output/data/metrics.json")) as f:
-        metrics = json.load(f)
-    return os.path.join(root, "model"), metrics, seconds
+    fixed = {"model_name_or_path": model, "num_threads": threads, "save_strategy": "no", "seed": 42,
+             "unseen_eval_labels": "drop"}
+    root, seconds = txcat_run.train(txcat, work, {"train": train, "validation": val}, dict(fixed, **hp))
+    return os.path.join(root, "model"), txcat_run.output_json(root, "metrics.json"), seconds
 
 
 def txcat_predict(txcat, model_dir, test, work, encoder_only):

@@ -10,37 +10,27 @@ are global (rank 0's steady rate x world size). Dropout masks are drawn per rank
 configurations' scores agree statistically, not to the digit.
 """
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import txcat_run  # noqa: E402
 CONFIGS = (("1 worker x 2 threads", 1, 2), ("2 workers x 1 thread (Gloo)", 2, 1))
 
 
 def job(a, data, workers, threads, work):
-    root = tempfile.mkdtemp(dir=work)
-    args = [a.txcat, "train", "--root", root,
-            "--channel", f"train={data}/train.csv", "--channel", f"validation={data}/val.csv"]
     hp = {"model_name_or_path": a.model, "epochs": a.epochs, "train_batch_size": a.batch // workers,
           "max_length": 64, "learning_rate": "1e-4", "seed": 42, "num_threads": threads,
           "num_processes": workers, "save_strategy": "no", "baseline_tfidf": "false",
           "load_best_model_at_end": "false"}
-    for k, v in hp.items():
-        args += ["--hp", f"{k}={v}"]
-    start = time.perf_counter()
-    out = subprocess.run(args, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if out.returncode != 0:
-        raise SystemExit(f"txcat train failed ({' '.join(args)}):\n{out.stderr[-3000:]}")
-    with open(os.path.join(root, "output/data/run_summary.json")) as f:
-        summary = json.load(f)
-    with open(os.path.join(root, "output/data/metrics.json")) as f:
-        final = json.load(f)["final"]
+    channels = {"train": f"{data}/train.csv", "validation": f"{data}/val.csv"}
+    root, wall = txcat_run.train(a.txcat, work, channels, hp)
+    summary = txcat_run.output_json(root, "run_summary.json")
+    final = txcat_run.output_json(root, "metrics.json")["final"]
     # run_summary's steady figures are rank 0's share in a data-parallel run; the shares differ
     # by at most one row, so the global rate is that times the world size.
     world = summary.get("world_size", 1)
