@@ -127,7 +127,8 @@ async fn not_found(request: Request) -> Response {
         .into_response()
 }
 
-/// One log line per request (debug), and per failure (info for 4xx, error for 5xx).
+/// One log line per request (debug), and per failure (info for 4xx, error for 5xx). A 503 on
+/// `/ping` is the health check doing its job (loading or draining), not a failure: debug.
 async fn log_request(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
@@ -135,7 +136,9 @@ async fn log_request(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status().as_u16();
     let ms = started.elapsed().as_secs_f64() * 1e3;
-    if status >= 500 {
+    if status == 503 && path == "/ping" {
+        tracing::debug!(%method, %path, status, ms, "not ready");
+    } else if status >= 500 {
         tracing::error!(%method, %path, status, ms, "request failed");
     } else if status >= 400 {
         tracing::info!(%method, %path, status, ms, "request refused");
