@@ -95,25 +95,15 @@ impl SavedBlend {
             path: path.clone(),
             reason: e.to_string(),
         };
+        let view = |shape: Vec<usize>, bytes| {
+            safetensors::tensor::TensorView::new(Dtype::F32, shape, bytes).map_err(invalid)
+        };
         let views = [
             (
                 "weight",
-                safetensors::tensor::TensorView::new(
-                    Dtype::F32,
-                    vec![svm.num_features(), svm.num_classes()],
-                    &weight_bytes,
-                )
-                .map_err(invalid)?,
+                view(vec![svm.num_features(), svm.num_classes()], &weight_bytes)?,
             ),
-            (
-                "bias",
-                safetensors::tensor::TensorView::new(
-                    Dtype::F32,
-                    vec![svm.num_classes()],
-                    &bias_bytes,
-                )
-                .map_err(invalid)?,
-            ),
+            ("bias", view(vec![svm.num_classes()], &bias_bytes)?),
         ];
         let metadata = HashMap::from([("format".to_string(), "np".to_string())]);
         safetensors::serialize_to_file(views, Some(metadata), &path).map_err(invalid)
