@@ -1,5 +1,6 @@
-"""One `txcat train` job for the bench scripts (bench/quality, bench/scaling): a fresh root
-under `work`, channels and hyperparameters as flags, the wall seconds of the whole process."""
+"""One `txcat train` job for the bench scripts (bench/quality, bench/scaling, bench/retrain):
+channels and hyperparameters as flags, the job's log kept in `<root>/job.log`, the wall seconds
+of the whole process."""
 import json
 import os
 import subprocess
@@ -7,19 +8,25 @@ import tempfile
 import time
 
 
-def train(txcat, work, channels, hp):
-    """Runs the job; returns (its root, wall seconds); exits with the log tail if it fails."""
-    root = tempfile.mkdtemp(dir=work)
+def train(txcat, work, channels, hp, root=None):
+    """Runs the job in `root` (default: a fresh folder under `work`); returns (root, wall
+    seconds); exits with the log's tail if the job fails."""
+    root = root or tempfile.mkdtemp(dir=work)
+    os.makedirs(root, exist_ok=True)
     args = [txcat, "train", "--root", root]
     for name, path in channels.items():
         args += ["--channel", f"{name}={path}"]
     for k, v in hp.items():
         args += ["--hp", f"{k}={v}"]
+    log = os.path.join(root, "job.log")
     start = time.perf_counter()
-    out = subprocess.run(args, capture_output=True, text=True)
+    with open(log, "w", encoding="utf-8") as f:
+        rc = subprocess.run(args, stdout=f, stderr=subprocess.STDOUT).returncode
     seconds = time.perf_counter() - start
-    if out.returncode != 0:
-        raise SystemExit(f"txcat train failed ({' '.join(args)}):\n{out.stderr[-3000:]}")
+    if rc != 0:
+        with open(log, encoding="utf-8", errors="replace") as f:
+            tail = f.read()[-3000:]
+        raise SystemExit(f"txcat train failed (exit {rc}; {' '.join(args)}); {log} ends:\n{tail}")
     return root, seconds
 
 

@@ -23,6 +23,8 @@ import tarfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+import txcat_run  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -76,28 +78,17 @@ def read_json(path: str):
 
 def train(a, root: str, start: str, month_dir: str, hps: dict) -> dict:
     """One txcat job; returns what the table needs from its output/data."""
-    os.makedirs(root, exist_ok=True)
-    cmd = [a.txcat, "train", "--root", root,
-           "--channel", f"train={os.path.join(month_dir, 'train.csv')}",
-           "--channel", f"validation={os.path.join(month_dir, 'val.csv')}",
-           "--hp", f"model_name_or_path={start}"]
-    for k, v in hps.items():
-        cmd += ["--hp", f"{k}={v}"]
-    t0 = time.monotonic()
-    with open(os.path.join(root, "job.log"), "w", encoding="utf-8") as logf:
-        rc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT).returncode
-    wall = time.monotonic() - t0
-    if rc != 0:
-        raise SystemExit(f"retrain: job failed (exit {rc}); see {root}/job.log")
-    data = os.path.join(root, "output", "data")
-    metrics = read_json(os.path.join(data, "metrics.json"))
-    summary = read_json(os.path.join(data, "run_summary.json"))
+    channels = {"train": os.path.join(month_dir, "train.csv"),
+                "validation": os.path.join(month_dir, "val.csv")}
+    _, wall = txcat_run.train(a.txcat, None, channels, dict(model_name_or_path=start, **hps), root=root)
+    metrics = txcat_run.output_json(root, "metrics.json")
+    summary = txcat_run.output_json(root, "run_summary.json")
     history = [h for h in metrics["history"] if "eval_accuracy" in h]
     pack(os.path.join(root, "model"), os.path.join(root, "model.tar.gz"))
     ws = summary.get("warm_start") or {}
     baseline = metrics.get("baseline") or {}
     return {
-        "cmd": cmd, "wall_s": wall, "total_seconds": summary.get("total_seconds"),
+        "wall_s": wall, "total_seconds": summary.get("total_seconds"),
         "train_runtime_seconds": summary.get("train_runtime_seconds"),
         "history": [{"epoch": h["epoch"], "acc": h["eval_accuracy"], "f1": h["eval_f1_macro"]}
                     for h in history],
