@@ -1,8 +1,10 @@
 //! Embeds libtorch's library folder as an rpath so `txcat` runs without LD_LIBRARY_PATH.
 //! torch-sys links libtorch but leaves finding it at run time to the user; the wheel's own
 //! libraries already carry rpaths to their CUDA dependencies, so one entry is enough.
-//! It also keeps libtorch_cuda.so in the binary's dependencies (see below), and compiles the
-//! c10d shim (csrc/c10d_shim.cpp, see src/train/distributed) against the wheel's headers.
+//! It leaves libtorch_cuda.so out of the binary's dependencies (src/cuda_backend.rs loads it
+//! where a GPU can use it), and compiles two small C++ shims against the wheel's headers: c10d
+//! (csrc/c10d_shim.cpp, see src/train/distributed) and the int8 linear layer
+//! (csrc/quantized_linear.cpp, see src/model/quantized.rs).
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -11,6 +13,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=TXCAT_EXTRA_RPATH");
     println!("cargo:rerun-if-env-changed=TXCAT_NCCL");
     println!("cargo:rerun-if-changed=csrc/c10d_shim.cpp");
+    println!("cargo:rerun-if-changed=csrc/quantized_linear.cpp");
     let libtorch = std::env::var("LIBTORCH").unwrap_or_else(|_| {
         panic!(
             "LIBTORCH is not set: point it at the torch wheel's `torch` folder \
@@ -18,13 +21,10 @@ fn main() {
         )
     });
     println!("cargo:rustc-link-arg=-Wl,-rpath,{libtorch}/lib");
-    // rustc links with --as-needed, which drops libtorch_cuda.so because no symbol of it is
-    // used directly; without it loaded, libtorch has no CUDA backend and sees no GPU
-    // (tch-rs issue #980). Force it in when the wheel is a CUDA build.
+    // libtorch_cuda.so is left out on purpose: rustc links with --as-needed and nothing here
+    // calls it, so the CUDA libraries (~120 MiB resident) stay out of CPU-only processes;
+    // src/cuda_backend.rs loads it at start-up where NVIDIA's driver is present.
     let cuda_wheel = Path::new(&libtorch).join("lib/libtorch_cuda.so").exists();
-    if cuda_wheel {
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
-    }
     // Extra runtime locations (e.g. the container's /opt/libtorch/lib), colon separated.
     if let Ok(extra) = std::env::var("TXCAT_EXTRA_RPATH") {
         for dir in extra.split(':').filter(|d| !d.is_empty()) {
@@ -32,6 +32,28 @@ fn main() {
         }
     }
     compile_c10d_shim(Path::new(&libtorch), cuda_wheel);
+    torch_cpp(Path::new(&libtorch))
+        .file("csrc/quantized_linear.cpp")
+        .compile("txcat_qlinear");
+    // After the archives, so --as-needed keeps what the shims use.
+    println!("cargo:rustc-link-lib=dylib=torch_cpu");
+    println!("cargo:rustc-link-lib=dylib=c10");
+}
+
+/// A C++ build against the wheel's libtorch headers, with its ABI.
+fn torch_cpp(libtorch: &Path) -> cc::Build {
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .include(libtorch.join("include"))
+        .include(libtorch.join("include/torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
+        // libtorch's headers are noisy under -Wall; the shims' own code is small.
+        .warnings(false)
+        .extra_warnings(false);
+    build
 }
 
 /// The shim needs Gloo's headers (Debian's libgloo-dev: the wheel ships none) for the transport
@@ -45,19 +67,10 @@ fn compile_c10d_shim(libtorch: &Path, cuda_wheel: bool) {
              (scripts/lib.sh setup does) or the c10d shim will not compile"
         );
     }
-    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
-    let mut build = cc::Build::new();
+    let mut build = torch_cpp(libtorch);
     build
-        .cpp(true)
         .file("csrc/c10d_shim.cpp")
-        .include(libtorch.join("include"))
-        .include(libtorch.join("include/torch/csrc/api/include"))
-        .flag("-std=c++17")
-        .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
-        .define("USE_C10D_GLOO", None)
-        // libtorch's headers are noisy under -Wall; the shim's own code is small.
-        .warnings(false)
-        .extra_warnings(false);
+        .define("USE_C10D_GLOO", None);
     if let Some(includes) = nccl_includes(libtorch, cuda_wheel) {
         build
             .define("USE_C10D_NCCL", None)
@@ -67,9 +80,6 @@ fn compile_c10d_shim(libtorch: &Path, cuda_wheel: bool) {
         }
     }
     build.compile("txcat_c10d");
-    // After the archive, so --as-needed keeps what the shim uses.
-    println!("cargo:rustc-link-lib=dylib=torch_cpu");
-    println!("cargo:rustc-link-lib=dylib=c10");
 }
 
 /// NCCL and CUDA runtime include folders of a CUDA wheel (`site-packages/nvidia/...`), when

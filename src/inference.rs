@@ -209,6 +209,22 @@ impl Predictor {
         Ok(())
     }
 
+    /// Serving with int8 linear layers (see [`SequenceClassifier::serve_in_int8`]); CPU only.
+    pub fn serve_in_int8(&mut self) -> Result<(), InferenceError> {
+        let refuse = |reason: String| InferenceError::Model {
+            path: PathBuf::from("TXCAT_SERVE_PRECISION=int8"),
+            reason,
+        };
+        if self.device != Device::Cpu {
+            return Err(refuse(
+                "int8 serving runs on the CPU only; on a GPU use bf16 or unset it".into(),
+            ));
+        }
+        self.model
+            .serve_in_int8()
+            .map_err(|e| refuse(format!("{e}; unset it to serve in fp32")))
+    }
+
     /// The `top_k` best labels of every text, best first, in input order, running at most
     /// `batch_size` rows per forward.
     pub fn predict(

@@ -18,6 +18,7 @@ pub mod blend;
 pub mod champion;
 pub mod checkpoint;
 pub mod cli;
+pub mod cuda_backend;
 pub mod data;
 pub mod fine_tune;
 pub mod hyperparams;

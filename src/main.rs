@@ -46,12 +46,33 @@ fn ensure_passive_openmp_for_serve() {
     );
 }
 
+/// Loads libtorch's CUDA backend where a GPU can use it (`TXCAT_CUDA_BACKEND`), before any
+/// libtorch call; a bad value is a bad configuration.
+fn load_cuda_backend() -> Result<(), ExitCode> {
+    use txcat::cuda_backend::{self, Outcome, Policy};
+    let value = std::env::var("TXCAT_CUDA_BACKEND").ok();
+    let policy = Policy::parse(value.as_deref()).map_err(|e| {
+        tracing::error!("{e}");
+        ExitCode::from(EXIT_BAD_INPUT as u8)
+    })?;
+    let outcome = cuda_backend::load(policy);
+    match &outcome {
+        // A driver is there but libtorch cannot use it: say so, the job will run on the CPU.
+        Outcome::Unavailable(_) => tracing::warn!("CUDA backend {}", outcome.describe()),
+        _ => tracing::debug!("CUDA backend {}", outcome.describe()),
+    }
+    Ok(())
+}
+
 /// Where the last panic happened, recorded by the panic hook for the failure reason.
 static PANIC_LOCATION: Mutex<Option<String>> = Mutex::new(None);
 
 fn main() -> ExitCode {
     ensure_passive_openmp_for_serve();
     init_logging();
+    if let Err(code) = load_cuda_backend() {
+        return code;
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {

@@ -885,22 +885,33 @@ fn bf16_serving_keeps_predicts_labels_with_scores_a_hundredth_away() {
         println!("this CPU has no bf16 instructions: checked the refusal only");
         return;
     }
-    let reference = predict_reference(&texts, 2);
-    let server = Server::start(&env);
-    assert!(
-        server.log().contains("serving in bfloat16"),
-        "{}",
-        server.log()
+    assert_close_to_predict(&texts, &env, "serving in bfloat16");
+}
+
+#[test]
+fn int8_serving_keeps_predicts_labels_with_scores_a_hundredth_away() {
+    assert_close_to_predict(
+        &texts(),
+        &[("TXCAT_SERVE_PRECISION", "int8")],
+        "linear layers in int8",
     );
+}
+
+/// A server started with `env` (a reduced precision, announced by `log_line`) gives predict's
+/// label to every text with a clear fp32 winner and predict's score within 0.03.
+fn assert_close_to_predict(texts: &[String], env: &[(&str, &str)], log_line: &str) {
+    let reference = predict_reference(texts, 2);
+    let server = Server::start(env);
+    assert!(server.log().contains(log_line), "{}", server.log());
     let (status, _, body) = server.json(&serde_json::json!({ "inputs": texts }), None);
     assert_eq!(status, 200, "{body}");
     let answers: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
     assert_eq!(answers.len(), texts.len());
-    let (mut labels_checked, mut scores_checked) = (0, 0);
+    let (mut labels_checked, mut scores_checked, mut scores_moved) = (0, 0, 0);
     for (i, (answer, fp32)) in answers.iter().zip(&reference).enumerate() {
         let got = ranked_json(answer);
         let (label, score) = &got[0];
-        // A near tie in fp32 may flip in bf16; a clear winner may not.
+        // A near tie in fp32 may flip at lower precision; a clear winner may not.
         if fp32[0].1 - fp32[1].1 > 0.05 {
             assert_eq!(label, &fp32[0].0, "text {i}: {got:?} vs {fp32:?}");
             labels_checked += 1;
@@ -911,6 +922,9 @@ fn bf16_serving_keeps_predicts_labels_with_scores_a_hundredth_away() {
                 "text {i}: {got:?} vs {fp32:?}"
             );
             scores_checked += 1;
+            if score != &fp32[0].1 {
+                scores_moved += 1;
+            }
         }
     }
     // Most texts have a clear winner: the checks above must not pass by skipping them all.
@@ -918,5 +932,69 @@ fn bf16_serving_keeps_predicts_labels_with_scores_a_hundredth_away() {
         labels_checked * 2 > texts.len() && scores_checked * 2 > texts.len(),
         "only {labels_checked} labels and {scores_checked} scores compared of {}",
         texts.len()
+    );
+    // And the server did compute at the lower precision: fp32 would repeat predict's scores.
+    assert!(
+        scores_moved > 0,
+        "every score equals fp32's: {env:?} had no effect"
+    );
+}
+
+/// The shared libraries a running process has mapped.
+fn mapped_libraries(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("read /proc/PID/maps")
+}
+
+#[test]
+fn without_a_gpu_driver_serve_maps_no_cuda_library_and_forcing_the_backend_in_changes_no_answer() {
+    let texts = texts();
+    let body = serde_json::json!({ "inputs": texts, "parameters": { "top_k": 2 } });
+    let server = Server::start(&[]);
+    let maps = mapped_libraries(server.child.id());
+    let torch_lib = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.ends_with("/libtorch_cpu.so"))
+        .map(|p| Path::new(p).parent().unwrap().to_path_buf())
+        .expect("libtorch_cpu.so is mapped");
+    if txcat::cuda_backend::driver_present() {
+        assert!(
+            maps.contains("libtorch_cuda.so"),
+            "a driver is here: the backend loads"
+        );
+    } else {
+        for lib in ["libtorch_cuda.so", "libcublas", "libnccl", "libcufft"] {
+            assert!(!maps.contains(lib), "{lib} is mapped without a driver");
+        }
+    }
+    let (status, _, default_answer) = server.json(&body, None);
+    assert_eq!(status, 200, "{default_answer}");
+    drop(server);
+
+    if torch_lib.join("libtorch_cuda.so").exists() {
+        let forced = Server::start(&[("TXCAT_CUDA_BACKEND", "load")]);
+        let maps = mapped_libraries(forced.child.id());
+        assert!(maps.contains("libtorch_cuda.so"), "TXCAT_CUDA_BACKEND=load");
+        let (status, _, forced_answer) = forced.json(&body, None);
+        assert_eq!(status, 200, "{forced_answer}");
+        assert_eq!(forced_answer, default_answer);
+    } else {
+        println!(
+            "{} has no libtorch_cuda.so: checked the CPU build only",
+            torch_lib.display()
+        );
+    }
+
+    let out = serve_command(&model(), &[("TXCAT_CUDA_BACKEND", "yes")], &[])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "one error line:\n{stderr}");
+    assert!(
+        errors[0].contains("TXCAT_CUDA_BACKEND=\"yes\""),
+        "{}",
+        errors[0]
     );
 }

@@ -369,6 +369,17 @@ impl SequenceClassifier {
         self.classifier.store_in(kind);
         self.set_compute_kind(Some(kind));
     }
+
+    /// For CPU serving only: the encoder's linear layers in packed int8 with fp32 activations
+    /// (dynamic quantisation); embeddings, LayerNorms and the small classification head stay
+    /// fp32, so the scores move by about a hundredth. Not for training.
+    pub fn serve_in_int8(&mut self) -> Result<(), ModelError> {
+        self.set_compute_kind(None);
+        for layer in &mut self.layers {
+            layer.quantize_linears_int8()?;
+        }
+        Ok(())
+    }
 }
 
 /// Reads `dir/config.json` for a classifier of `id2label`.

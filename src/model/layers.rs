@@ -1,13 +1,14 @@
 //! Building blocks shared by both families: linear layers that can run in a reduced compute
-//! dtype, fp32 LayerNorm, embeddings, and SDPA self-attention.
+//! dtype (or, for serving, in int8), fp32 LayerNorm, embeddings, and SDPA self-attention.
 //!
 //! Mixed precision: `kind = Some(BFloat16 | Half)` casts a linear layer's input and weights to
 //! that dtype (the fp32 master weights keep receiving fp32 gradients through the cast);
 //! LayerNorm always runs in fp32, so the residual stream stays fp32 as under torch autocast.
 
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Kind, TchError, Tensor};
 
 use super::config::Activation;
+use super::quantized::QuantizedLinear;
 
 /// `nn::Path` for a dotted Hugging Face module name (tch forbids dots inside one component).
 pub(crate) fn sub_path<'a>(p: &nn::Path<'a>, dotted: &str) -> nn::Path<'a> {
@@ -28,6 +29,8 @@ pub(crate) enum Fresh {
 pub(crate) struct Linear {
     pub ws: Tensor,
     pub bs: Tensor,
+    /// Packed int8 weights that replace `ws`/`bs` once [`Linear::quantize_int8`] ran.
+    int8: Option<QuantizedLinear>,
 }
 
 impl Linear {
@@ -43,6 +46,7 @@ impl Linear {
         Linear {
             ws: p.var("weight", &[out_dim, in_dim], init),
             bs: p.var("bias", &[out_dim], nn::Init::Const(0.0)),
+            int8: None,
         }
     }
 
@@ -57,8 +61,24 @@ impl Linear {
         self.bs.set_data(&bs);
     }
 
+    /// Replaces the weights by packed int8 ones, for CPU inference in fp32 activations: the
+    /// fp32 tensors are emptied (in the VarStore too), so only the int8 copy stays.
+    pub fn quantize_int8(&mut self) -> Result<(), TchError> {
+        let _guard = tch::no_grad_guard();
+        let packed = QuantizedLinear::pack(&self.ws, &self.bs)?;
+        let empty = Tensor::empty([0], (Kind::Float, self.ws.device()));
+        self.ws.set_data(&empty);
+        self.bs.set_data(&empty);
+        self.int8 = Some(packed);
+        Ok(())
+    }
+
     /// `[.., in] -> [.., out]`, computed in `kind` when given (output in that dtype).
     pub fn forward(&self, xs: &Tensor, kind: Option<Kind>) -> Tensor {
+        if let Some(int8) = &self.int8 {
+            // As tch's own non-`f_` operations do, a libtorch error here is a panic.
+            return int8.forward(xs).unwrap_or_else(|e| panic!("{e}"));
+        }
         match kind {
             None => xs.linear(&self.ws, Some(&self.bs)),
             Some(k) => xs
@@ -184,16 +204,27 @@ pub(crate) struct TransformerLayer {
 impl TransformerLayer {
     /// [`Linear::store_in`] for every linear layer of the block (LayerNorms stay fp32).
     pub fn store_linears_in(&mut self, kind: Kind) {
-        for linear in [
+        for linear in self.linears_mut() {
+            linear.store_in(kind);
+        }
+    }
+
+    /// [`Linear::quantize_int8`] for every linear layer of the block (LayerNorms stay fp32).
+    pub fn quantize_linears_int8(&mut self) -> Result<(), TchError> {
+        self.linears_mut()
+            .into_iter()
+            .try_for_each(Linear::quantize_int8)
+    }
+
+    fn linears_mut(&mut self) -> [&mut Linear; 6] {
+        [
             &mut self.query,
             &mut self.key,
             &mut self.value,
             &mut self.attn_out,
             &mut self.ffn_in,
             &mut self.ffn_out,
-        ] {
-            linear.store_in(kind);
-        }
+        ]
     }
 
     pub fn new(p: &nn::Path, names: &LayerNames, dims: LayerDims) -> Self {

@@ -19,6 +19,7 @@ mod config;
 mod error;
 pub mod hub;
 mod layers;
+mod quantized;
 pub mod source;
 pub mod warm_start;
 mod weights;

@@ -13,7 +13,7 @@
 //! | `SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT` | application/json | response type when a request has no `Accept` |
 //! | `TXCAT_SERVE_MAX_BATCH` | 64 | most texts one forward takes (requests queued together are merged up to this) |
 //! | `TXCAT_SERVE_MAX_WAIT_MS` | 0 | how long a model thread waits for more requests before a forward that is not full |
-//! | `TXCAT_SERVE_PRECISION` | fp32 | `bf16`: linear layers kept and computed in bfloat16 (CPUs with bf16 instructions, GPUs); scores move by about 1e-2 |
+//! | `TXCAT_SERVE_PRECISION` | fp32 | `bf16`: linear layers kept and computed in bfloat16 (CPUs with bf16 instructions, GPUs); `int8`: the encoder's linear layers in int8, activations quantised per request (CPU); scores move by about 1e-2 either way |
 
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ pub const ENV_MAX_BATCH: &str = "TXCAT_SERVE_MAX_BATCH";
 /// txcat's own: milliseconds a model thread waits to fill a forward.
 pub const ENV_MAX_WAIT_MS: &str = "TXCAT_SERVE_MAX_WAIT_MS";
 
-/// txcat's own: `fp32` or `bf16` weights for the linear layers.
+/// txcat's own: `fp32`, `bf16` or `int8` weights for the linear layers.
 pub const ENV_PRECISION: &str = "TXCAT_SERVE_PRECISION";
 
 /// The dtype the served model's linear layers are kept and computed in.
@@ -42,6 +42,9 @@ pub enum ServePrecision {
     Fp32,
     /// bfloat16: half the bytes per forward; scores differ from predict's in the second digit.
     Bf16,
+    /// Dynamic int8 quantisation of the encoder's linear layers (CPU): a quarter of the weight
+    /// bytes and int32 products; scores differ from predict's in the second digit.
+    Int8,
 }
 
 /// SageMaker's default port for `/ping` and `/invocations`.
@@ -175,11 +178,12 @@ impl ServeSettings {
             s.precision = match v.to_ascii_lowercase().as_str() {
                 "fp32" | "float32" => ServePrecision::Fp32,
                 "bf16" | "bfloat16" => ServePrecision::Bf16,
+                "int8" | "qint8" => ServePrecision::Int8,
                 _ => {
                     return Err(ServeSettingsError {
                         name: ENV_PRECISION,
                         value: v,
-                        expected: "fp32 or bf16".into(),
+                        expected: "fp32, bf16 or int8".into(),
                     })
                 }
             };

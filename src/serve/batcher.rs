@@ -106,9 +106,18 @@ impl Batcher {
 
 fn load(dir: &Path, precision: ServePrecision) -> Result<Predictor, InferenceError> {
     let mut predictor = Predictor::load(dir, DeviceChoice::Auto)?;
-    if precision == ServePrecision::Bf16 {
-        predictor.serve_in_bf16()?;
-        tracing::info!("serving in bfloat16 (TXCAT_SERVE_PRECISION=bf16)");
+    match precision {
+        ServePrecision::Fp32 => {}
+        ServePrecision::Bf16 => {
+            predictor.serve_in_bf16()?;
+            tracing::info!("serving in bfloat16 (TXCAT_SERVE_PRECISION=bf16)");
+        }
+        ServePrecision::Int8 => {
+            predictor.serve_in_int8()?;
+            tracing::info!(
+                "serving the encoder's linear layers in int8 (TXCAT_SERVE_PRECISION=int8)"
+            );
+        }
     }
     if let Some(b) = predictor.blend() {
         tracing::info!(
