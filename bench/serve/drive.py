@@ -43,6 +43,21 @@ def vm(pid, key):
     return float("nan")
 
 
+def cuda_library_rss(pid):
+    """MiB of the process's resident pages that belong to CUDA libraries' files (the CUDA wheel's
+    nvidia/ folder, libtorch_cuda, libc10_cuda): what a CPU-only torch would not map at all. Their
+    start-up heap allocations are not counted here (anonymous memory has no name)."""
+    kib, name = 0, ""
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and len(head) >= 5:
+                name = head[5] if len(head) > 5 else ""
+            elif head[0] == "Rss:" and ("/nvidia/" in name or "_cuda" in os.path.basename(name)):
+                kib += int(head[1])
+    return kib / 1024
+
+
 def start(name, cmd, env, port, work, limit=180.0):
     log = open(work / f"{name}.log", "w")
     t0 = time.monotonic()
@@ -111,6 +126,8 @@ def main():
             servers.append(("txcat serve (defaults)", "txcat", pin + [args.txcat, "serve", "--model", str(model), "--port", "{port}"], {}))
         elif name == "pipeline":
             servers.append(("transformers pipeline + http.server", "pipeline", pin + [sys.executable, "pipeline_server.py", str(model), "{port}", str(threads), str(args.max_length)], {}))
+        elif name == "pipeline-int8":
+            servers.append(("transformers pipeline, quantize_dynamic int8 + http.server", "pipeline-int8", pin + [sys.executable, "pipeline_server.py", str(model), "{port}", str(threads), str(args.max_length)], {"PIPE_QUANTIZE": "int8"}))
         elif name == "tfidf":
             servers.append(("tf-idf + LinearSVC + http.server", "tfidf", pin + [sys.executable, "tfidf_server.py", "serve", str(pkl), "{port}"], {"OMP_NUM_THREADS": str(threads)}))
     for v in args.variant:
@@ -132,6 +149,7 @@ def main():
         c16 = wrk(args, port, b1, 16, args.seconds)
         c16b = wrk(args, port, b50, 16, args.seconds)
         hwm = vm(proc.pid, "VmHWM")
+        cuda_mib = cuda_library_rss(proc.pid)
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(30)
@@ -139,7 +157,7 @@ def main():
             proc.kill()
         errors = sum(w[k] for w in (c1, c16, c16b) for k in ("non2xx", "connect", "read", "write", "timeout"))
         rows.append({
-            "server": title, "key": key, "env": extra, "startup_s": startup, "rss_mib": hwm,
+            "server": title, "key": key, "env": extra, "startup_s": startup, "rss_mib": hwm, "cuda_lib_mib": cuda_mib,
             "p50_ms": c1["p50_us"] / 1000, "p99_ms": c1["p99_us"] / 1000,
             "c16_1": c16["requests"] / (c16["duration_us"] / 1e6),
             "c16_50": 50 * c16b["requests"] / (c16b["duration_us"] / 1e6),
@@ -150,22 +168,26 @@ def main():
     (work / "results.json").write_text(json.dumps({"rows": rows, "args": vars(args), "threads": threads}, indent=1))
     print(f"\nservers on cores {args.server_cores} ({threads} torch thread(s)), wrk -t1 on cores {args.wrk_cores}, "
           f"{args.seconds} s per point, {len(texts)} distinct texts from {Path(args.data).name} ({args.text_column})\n")
-    print("| server | p50 ms, c=1, 1 text | p99 ms, c=1 | texts/s, c=16, 1 text | texts/s, c=16, 50 texts | peak RSS MiB | start-up s (first 200 /ping) | errors |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| server | p50 ms, c=1, 1 text | p99 ms, c=1 | texts/s, c=16, 1 text | texts/s, c=16, 50 texts | peak RSS MiB | of it CUDA libraries' pages MiB | start-up s (first 200 /ping) | errors |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['server']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['c16_1']:.0f} | {r['c16_50']:.0f} | {r['rss_mib']:.0f} | {r['startup_s']:.2f} | {r['errors']} |")
-    ref = next((r for r in rows if r["key"] == "pipeline"), None)
-    if ref:
-        print("\nRatios against the pipeline server (above 1 = better than it; targets: p50 >= 3, throughput >= 3, RSS >= 2):\n")
+        print(f"| {r['server']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['c16_1']:.0f} | {r['c16_50']:.0f} | {r['rss_mib']:.0f} | {r['cuda_lib_mib']:.0f} | {r['startup_s']:.2f} | {r['errors']} |")
+    for ref_key, targets in (("pipeline", "; targets: p50 >= 3, throughput >= 3, RSS >= 2"), ("pipeline-int8", "")):
+        ref = next((r for r in rows if r["key"] == ref_key), None)
+        if not ref:
+            continue
+        print(f"\nRatios against the {ref_key} server (above 1 = better than it{targets}):\n")
         print("| server | p50 | texts/s c=16 1 text | texts/s c=16 50 texts | RSS |")
         print("|---|---|---|---|---|")
         for r in rows:
-            if r is ref:
+            if r is ref or r["key"].startswith("pipeline"):
                 continue
             print(f"| {r['server']} | {ratio(ref['p50_ms'], r['p50_ms'])} | {ratio(r['c16_1'], ref['c16_1'])} | {ratio(r['c16_50'], ref['c16_50'])} | {ratio(ref['rss_mib'], r['rss_mib'])} |")
-    if "txcat" in labels and "pipeline" in labels:
-        same = sum(a == b for a, b in zip(labels["txcat"], labels["pipeline"]))
-        print(f"\nSanity: txcat and the pipeline give the same label on {same}/{len(sample)} texts.")
+    if "txcat" in labels:
+        for key, got in labels.items():
+            if key != "txcat":
+                same = sum(a == b for a, b in zip(labels["txcat"], got))
+                print(f"\nSanity: txcat (defaults) and {key} give the same label on {same}/{len(sample)} texts.")
 
 
 def ratio(a, b):
