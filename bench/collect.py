@@ -118,6 +118,7 @@ def txcat_values(run_dir, ref_for_params, name="txcat"):
         rows = (ref_for_params or {}).get("rows_train", 0) + (ref_for_params or {}).get("rows_eval", 0)
     v["precision"] = summary.get("precision")
     v["phases"] = summary.get("phases")
+    v["steady"] = summary.get("train_steady")
     if v.get("preprocess_s") and rows:
         v["preprocess_rows_per_s"] = rows / v["preprocess_s"]
     # Same model and labels as the references, so their parameter count applies.
@@ -241,6 +242,13 @@ def target_lines(values):
     if isinstance(phases, dict):
         parts = [f"{k[:-8]} {v:.2f}" for k, v in phases.items() if k.endswith("_seconds") and isinstance(v, (int, float))]
         out.append("- txcat phases, seconds (run_summary.json `phases`): " + ", ".join(parts))
+    steady = values.get("txcat", {}).get("steady") or {}
+    profile, steps = steady.get("step_profile"), steady.get("timed_steps")
+    if isinstance(profile, dict) and steps:
+        total = sum(profile.values()) or 1.0
+        parts = [f"{k[:-2]} {1000 * v / steps:.1f} ms ({100 * v / total:.0f}%)" for k, v in profile.items()]
+        out.append(f"- txcat step profile over {steps} timed steps (run_summary.json `train_steady.step_profile`), "
+                   "per step: " + ", ".join(parts))
     return ["", "Targets (issue 16):"] + out if out else []
 
 

@@ -68,6 +68,22 @@ fn a_job_writes_the_report_and_txcat_report_rebuilds_it() {
         / records.len() as f64;
     let train_loss = summary["train_loss"].as_f64().unwrap();
     assert!((mean - train_loss).abs() < 1e-6, "{mean} vs {train_loss}");
+    // The CPU step profile accounts for the timed steps' seconds, forward and backward included.
+    let steady = &summary["train_steady"];
+    let timed = steady["timed_seconds"].as_f64().unwrap();
+    assert_eq!(steady["timed_steps"], 18, "{steady}");
+    let profile = steady["step_profile"]
+        .as_object()
+        .expect("step_profile on CPU");
+    let phases: f64 = profile.values().map(|v| v.as_f64().unwrap()).sum();
+    assert!(
+        (phases - timed).abs() <= 0.05 * timed + 1e-3,
+        "phases {phases} vs timed {timed}: {steady}"
+    );
+    for phase in ["forward_s", "backward_s", "optimizer_s"] {
+        assert!(profile[phase].as_f64().unwrap() > 0.0, "{phase}: {steady}");
+    }
+    assert_eq!(profile["allreduce_s"], 0.0, "one process: {steady}");
     // Linear decay without warm-up: step s (1-based) ran at base * (20 - (s - 1)) / 20.
     let base = log["hyperparameters"]["learning_rate"].as_f64().unwrap();
     for r in records {

@@ -25,6 +25,7 @@ use super::device::TensorBatch;
 use super::distributed::{DataParallel, DistError, ReduceOp};
 use super::optim::{AdamW, AdamWConfig, AdamWState, OptimError};
 use super::schedule::{resolve_warmup_steps, LrScheduler};
+use super::step_profile::{Phase, PhaseTimer, StepProfile};
 use crate::hyperparams::{ClassWeights, Hyperparameters};
 use crate::metrics::{self, ClassificationReport, EvalRecord, MetricsError};
 use crate::model::ClassifierModel;
@@ -264,6 +265,8 @@ pub struct SteadyThroughput {
     pub real_tokens_per_second: f64,
     /// Batch rows x batch width per second.
     pub padded_tokens_per_second: f64,
+    /// Where the timed steps' seconds went (CPU runs; `None` on CUDA).
+    pub step_profile: Option<StepProfile>,
 }
 
 /// Times optimizer steps after a warm-up, as the Python references do: the clock starts at the end
@@ -280,6 +283,7 @@ struct SteadyClock {
     rows: u64,
     real: u64,
     padded: u64,
+    phases: PhaseTimer,
 }
 
 impl SteadyClock {
@@ -294,7 +298,14 @@ impl SteadyClock {
             rows: 0,
             real: 0,
             padded: 0,
+            phases: PhaseTimer::new(device == Device::Cpu),
         }
+    }
+
+    /// Ends a phase of the current step (profiled once the warm-up is over).
+    fn mark(&mut self, phase: Phase) {
+        let timed = self.timing();
+        self.phases.mark(phase, timed);
     }
 
     fn sync(&self) {
@@ -342,9 +353,10 @@ impl SteadyClock {
         if self.timing() && self.running_since.is_none() {
             self.running_since = Some(Instant::now());
         }
+        self.phases.restart();
     }
 
-    fn finish(&mut self) -> SteadyThroughput {
+    fn finish(mut self) -> SteadyThroughput {
         self.pause();
         let rate = |n: u64| {
             if self.seconds > 0.0 && self.timed_steps > 0 {
@@ -360,6 +372,7 @@ impl SteadyClock {
             samples_per_second: rate(self.rows),
             real_tokens_per_second: rate(self.real),
             padded_tokens_per_second: rate(self.padded),
+            step_profile: self.phases.finish(self.timed_steps),
         }
     }
 }
@@ -870,6 +883,7 @@ fn fit_loop<M: ClassifierModel>(
                     .map(Vec::len)
                     .sum();
                 let b = item?.to_device(device)?;
+                steady.mark(Phase::BatchWait);
                 window.started.get_or_insert_with(Instant::now);
                 // The rows the whole group computes for this batch (this rank's alone without
                 // data parallelism).
@@ -920,7 +934,9 @@ fn fit_loop<M: ClassifierModel>(
                     if let Some(s) = scaler.as_ref() {
                         scaled = s.scale_loss(&scaled)?;
                     }
+                    steady.mark(Phase::Forward);
                     optimizer.backward(&scaled)?;
+                    steady.mark(Phase::Backward);
                     {
                         let _guard = tch::no_grad_guard();
                         let detached = loss.f_detach()?;
@@ -943,6 +959,7 @@ fn fit_loop<M: ClassifierModel>(
                 epoch_padding.add(b.real_tokens, b.padded_tokens);
                 total_padding.add(b.real_tokens, b.padded_tokens);
                 steady.add_batch(b.rows, b.real_tokens, b.padded_tokens);
+                steady.mark(Phase::Other);
                 state.batch_in_epoch = batch_index + 1;
                 if batch_index + 1 != group_end {
                     continue;
@@ -952,6 +969,7 @@ fn fit_loop<M: ClassifierModel>(
                 if let Some(dp) = dp {
                     let phase = format!("gradient allreduce at step {}", state.global_step + 1);
                     optimizer.all_reduce_gradients(dp.group(), &phase)?;
+                    steady.mark(Phase::AllReduce);
                 }
                 let lr = scheduler.lr(state.scheduler_step);
                 let mut skipped = false;
@@ -973,6 +991,7 @@ fn fit_loop<M: ClassifierModel>(
                     s.update(inf)?;
                 }
                 optimizer.zero_grad()?;
+                steady.mark(Phase::Optimizer);
                 state.global_step += 1;
                 steady.step_done();
                 progress.set_position(state.global_step);
@@ -1059,6 +1078,7 @@ fn fit_loop<M: ClassifierModel>(
                 if vote.flag {
                     return Ok(Some(StopReason::Interrupted));
                 }
+                steady.mark(Phase::Other);
             }
             finished_epoch = true;
             Ok(None)

@@ -5,7 +5,8 @@
 //! bucketed batches assembled on a background thread, AdamW with HF semantics, warm-up + decay,
 //! gradient accumulation, clipping, fp16 loss scaling, periodic evaluation, best-model
 //! selection, early stopping, log lines SageMaker can parse, and seams ([`StepHook`],
-//! [`TrainState`], a stop flag) for checkpoints and spot interruption.
+//! [`TrainState`], a stop flag) for checkpoints and spot interruption; [`step_profile`] says
+//! where the steps' time went.
 
 pub mod amp;
 pub mod device;
@@ -13,6 +14,7 @@ pub mod distributed;
 mod fit;
 pub mod optim;
 pub mod schedule;
+pub mod step_profile;
 
 pub use fit::{
     evaluate, fit, plan_steps, predict_rows, BestModel, FitOptions, HookAction, LoopTimings,
