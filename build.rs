@@ -14,6 +14,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=TXCAT_NCCL");
     println!("cargo:rerun-if-changed=csrc/c10d_shim.cpp");
     println!("cargo:rerun-if-changed=csrc/quantized_linear.cpp");
+    println!("cargo:rerun-if-changed=csrc/guarded.h");
     let libtorch = std::env::var("LIBTORCH").unwrap_or_else(|_| {
         panic!(
             "LIBTORCH is not set: point it at the torch wheel's `torch` folder \

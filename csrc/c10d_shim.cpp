@@ -20,6 +20,10 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include "guarded.h"
+
+using txcat_shim::guarded;
+
 struct txcat_store {
   c10::intrusive_ptr<c10d::Store> store;
 };
@@ -29,35 +33,6 @@ struct txcat_group {
 };
 
 namespace {
-
-char* dup_string(const std::string& s) {
-  char* out = static_cast<char*>(std::malloc(s.size() + 1));
-  if (out != nullptr) {
-    std::memcpy(out, s.c_str(), s.size() + 1);
-  }
-  return out;
-}
-
-// c10::Error's what() carries a C++ backtrace after the first line; callers want the message.
-std::string first_line(const char* what) {
-  std::string s(what == nullptr ? "" : what);
-  auto end = s.find('\n');
-  return end == std::string::npos ? s : s.substr(0, end);
-}
-
-template <typename F>
-char* guarded(F&& f) {
-  try {
-    f();
-    return nullptr;
-  } catch (const c10::Error& e) {
-    return dup_string(first_line(e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    return dup_string(first_line(e.what()));
-  } catch (...) {
-    return dup_string("unknown C++ exception");
-  }
-}
 
 c10d::ReduceOp reduce_op(int op) {
   switch (op) {

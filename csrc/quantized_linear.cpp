@@ -16,39 +16,15 @@
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include "guarded.h"
+
+using txcat_shim::guarded;
+
 struct txcat_qlinear {
   c10::IValue packed;
 };
 
 namespace {
-
-char* dup_string(const std::string& s) {
-  char* out = static_cast<char*>(std::malloc(s.size() + 1));
-  if (out != nullptr) {
-    std::memcpy(out, s.c_str(), s.size() + 1);
-  }
-  return out;
-}
-
-std::string first_line(const char* what) {
-  std::string s(what == nullptr ? "" : what);
-  auto end = s.find('\n');
-  return end == std::string::npos ? s : s.substr(0, end);
-}
-
-template <typename F>
-char* guarded(F&& f) {
-  try {
-    f();
-    return nullptr;
-  } catch (const c10::Error& e) {
-    return dup_string(first_line(e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    return dup_string(first_line(e.what()));
-  } catch (...) {
-    return dup_string("unknown C++ exception");
-  }
-}
 
 c10::OperatorHandle op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "");

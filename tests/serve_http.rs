@@ -872,16 +872,7 @@ fn bf16_serving_keeps_predicts_labels_with_scores_a_hundredth_away() {
     let env = [("TXCAT_SERVE_PRECISION", "bf16")];
     if !txcat::train::amp::bf16_supported(tch::Device::Cpu) {
         // Refused at start-up with one line saying what to do.
-        let out = serve_command(&model(), &env, &[]).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
-        let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
-        assert_eq!(errors.len(), 1, "one error line:\n{stderr}");
-        assert!(
-            errors[0].contains("TXCAT_SERVE_PRECISION=bf16"),
-            "{}",
-            errors[0]
-        );
+        assert_refused_with_one_line(&env, "TXCAT_SERVE_PRECISION=bf16");
         println!("this CPU has no bf16 instructions: checked the refusal only");
         return;
     }
@@ -985,16 +976,18 @@ fn without_a_gpu_driver_serve_maps_no_cuda_library_and_forcing_the_backend_in_ch
         );
     }
 
-    let out = serve_command(&model(), &[("TXCAT_CUDA_BACKEND", "yes")], &[])
-        .output()
-        .unwrap();
+    assert_refused_with_one_line(
+        &[("TXCAT_CUDA_BACKEND", "yes")],
+        "TXCAT_CUDA_BACKEND=\"yes\"",
+    );
+}
+
+/// `txcat serve` with `env` exits 2 at start-up with one ERROR line that contains `needle`.
+fn assert_refused_with_one_line(env: &[(&str, &str)], needle: &str) {
+    let out = serve_command(&model(), env, &[]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
     assert_eq!(errors.len(), 1, "one error line:\n{stderr}");
-    assert!(
-        errors[0].contains("TXCAT_CUDA_BACKEND=\"yes\""),
-        "{}",
-        errors[0]
-    );
+    assert!(errors[0].contains(needle), "{}", errors[0]);
 }
