@@ -279,16 +279,18 @@ impl SequenceClassifier {
         attention_mask: &Tensor,
         token_type_ids: Option<&Tensor>,
     ) -> Tensor {
-        self.encode(input_ids, attention_mask, token_type_ids, false)
+        self.encode(input_ids, attention_mask, token_type_ids, false, false)
     }
 
-    /// `[b, s]` ids/mask -> `[b, s, hidden]` fp32.
+    /// `[b, s]` ids/mask -> `[b, s, hidden]` fp32, or `[b, 1, hidden]` (the [CLS] position)
+    /// when `first_only`: the last layer then computes that position alone.
     fn encode(
         &self,
         input_ids: &Tensor,
         attention_mask: &Tensor,
         token_type_ids: Option<&Tensor>,
         train: bool,
+        first_only: bool,
     ) -> Tensor {
         let (b, s) = match input_ids.size()[..] {
             [b, s] => (b, s),
@@ -310,8 +312,16 @@ impl SequenceClassifier {
         // Built once per forward: [b, 1, 1, s] bool, true = attend (broadcast over heads and
         // query positions inside SDPA).
         let attend = attention_mask.ne(0).view([b, 1, 1, s]);
-        for layer in &self.layers {
-            xs = layer.forward(&xs, &attend, train, self.compute_kind);
+        let last = self.layers.len().saturating_sub(1);
+        for (i, layer) in self.layers.iter().enumerate() {
+            xs = if first_only && i == last {
+                layer.forward_first(&xs, &attend, train, self.compute_kind)
+            } else {
+                layer.forward(&xs, &attend, train, self.compute_kind)
+            };
+        }
+        if first_only && self.layers.is_empty() {
+            xs = xs.narrow(1, 0, 1);
         }
         xs
     }
@@ -658,7 +668,8 @@ impl ClassifierModel for SequenceClassifier {
         token_type_ids: Option<&Tensor>,
         train: bool,
     ) -> Tensor {
-        let hidden = self.encode(input_ids, attention_mask, token_type_ids, train);
+        // The head reads [CLS] only, so the last layer computes that position alone.
+        let hidden = self.encode(input_ids, attention_mask, token_type_ids, train, true);
         let cls = hidden.select(1, 0); // [b, h]
         let kind = self.compute_kind;
         let spec = &self.config.spec;
