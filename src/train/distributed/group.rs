@@ -66,6 +66,23 @@ unsafe impl Send for ProcessGroup {}
 // SAFETY: as above.
 unsafe impl Sync for ProcessGroup {}
 
+/// Turns off c10d's flight recorder (`TORCH_FR_BUFFER_SIZE=0`) for Gloo unless the user set
+/// it, before the first group reads it. In libtorch 2.11 its record path inserts into a shared
+/// map before taking its lock, which crashed our tests where several groups run collectives
+/// from different threads of one process; it also gathers a traceback for every collective.
+/// txcat's own timeouts already name the rank and phase of a stuck collective.
+fn disable_flight_recorder() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let set = ["TORCH_FR_BUFFER_SIZE", "TORCH_NCCL_TRACE_BUFFER_SIZE"]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some());
+        if !set {
+            std::env::set_var("TORCH_FR_BUFFER_SIZE", "0");
+        }
+    });
+}
+
 /// True when this build carries ProcessGroupNCCL (see build.rs).
 pub fn nccl_available() -> bool {
     // SAFETY: no arguments, no state.
@@ -82,6 +99,7 @@ impl ProcessGroup {
         timeout: Duration,
     ) -> Result<Self, DistError> {
         check_rank(rank, size)?;
+        disable_flight_recorder();
         let (hostname, iface) = match device {
             GlooDevice::Default => (None, None),
             GlooDevice::Hostname(h) => (Some(cstr("host name", h)?), None),
