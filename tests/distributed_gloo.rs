@@ -656,3 +656,163 @@ fn sharded_by_s3_key_rows_are_gathered_so_two_hosts_train_like_one_process_on_al
         "sharded hosts vs one process: {name} differs by {diff:e}"
     );
 }
+
+/// Two network namespaces joined by a veth pair, each end named `eth0` with its own address and
+/// an `/etc/netns/<ns>/hosts` that `ip netns exec` mounts over /etc/hosts, so `algo-1`/`algo-2`
+/// resolve by name as SageMaker's DNS makes them; removed on drop.
+struct TwoHostNetwork {
+    namespaces: [String; 2],
+}
+
+impl TwoHostNetwork {
+    const ADDRESSES: [&'static str; 2] = ["10.231.7.1", "10.231.7.2"];
+
+    /// `None` (with the reason printed) where namespaces cannot be made: not root, no `ip`.
+    fn create() -> Option<Self> {
+        let tag = std::process::id();
+        let net = TwoHostNetwork {
+            namespaces: [format!("txcat-a-{tag}"), format!("txcat-b-{tag}")],
+        };
+        let (va, vb) = (format!("txva{tag}"), format!("txvb{tag}"));
+        let [a, b] = &net.namespaces;
+        let hosts = format!(
+            "127.0.0.1 localhost\n{} algo-1\n{} algo-2\n",
+            Self::ADDRESSES[0],
+            Self::ADDRESSES[1]
+        );
+        let steps: Vec<Vec<&str>> = vec![
+            vec!["netns", "add", a],
+            vec!["netns", "add", b],
+            vec!["link", "add", &va, "type", "veth", "peer", "name", &vb],
+            vec!["link", "set", &va, "netns", a],
+            vec!["link", "set", &vb, "netns", b],
+            vec!["-n", a, "link", "set", &va, "name", "eth0"],
+            vec!["-n", b, "link", "set", &vb, "name", "eth0"],
+        ];
+        for step in &steps {
+            if let Err(why) = ip(step) {
+                eprintln!(
+                    "skipping the network-namespace case: `ip {}` failed ({why})",
+                    step.join(" ")
+                );
+                return None; // drop removes what was made
+            }
+        }
+        for (ns, addr) in net.namespaces.iter().zip(Self::ADDRESSES) {
+            let cidr = format!("{addr}/24");
+            for step in [
+                vec![
+                    "-n",
+                    ns.as_str(),
+                    "addr",
+                    "add",
+                    cidr.as_str(),
+                    "dev",
+                    "eth0",
+                ],
+                vec!["-n", ns.as_str(), "link", "set", "eth0", "up"],
+                vec!["-n", ns.as_str(), "link", "set", "lo", "up"],
+            ] {
+                ip(&step).unwrap_or_else(|why| panic!("ip {}: {why}", step.join(" ")));
+            }
+            let dir = PathBuf::from("/etc/netns").join(ns);
+            std::fs::create_dir_all(&dir).expect("mkdir /etc/netns/<ns>");
+            std::fs::write(dir.join("hosts"), &hosts).expect("write hosts");
+        }
+        Some(net)
+    }
+}
+
+impl Drop for TwoHostNetwork {
+    fn drop(&mut self) {
+        for ns in &self.namespaces {
+            let _ = ip(&["netns", "del", ns]);
+            let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(ns));
+        }
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+#[test]
+fn two_hosts_in_two_network_namespaces_find_each_other_by_name_and_train_like_one_process() {
+    let Some(net) = TwoHostNetwork::create() else {
+        return;
+    };
+    let scratch = tempfile::tempdir().expect("scratch");
+    let model = model_without_dropout(scratch.path());
+    let port = free_port().to_string();
+    let timeout = [("dist_timeout", "120")];
+    let hosts: Vec<OptMl> = ["algo-1", "algo-2"]
+        .iter()
+        .map(|name| {
+            let ml = host_job(&model, name, &port, &timeout);
+            // As SageMaker writes it: every host's interface is eth0, no address mapping.
+            ml.write_config(
+                "resourceconfig.json",
+                &serde_json::json!({
+                    "current_host": name,
+                    "hosts": ["algo-2", "algo-1"],
+                    "network_interface_name": "eth0",
+                })
+                .to_string(),
+            );
+            ml
+        })
+        .collect();
+    let start = |ml: &OptMl, ns: &str| {
+        let base = ml.command();
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", ns, common::TXCAT, "train"]);
+        for (key, value) in base.get_envs() {
+            match value {
+                Some(v) => cmd.env(key, v),
+                None => cmd.env_remove(key),
+            };
+        }
+        cmd.env_remove("TXCAT_HOST_ADDRESSES")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start txcat in a namespace")
+    };
+    let b = start(&hosts[1], &net.namespaces[1]);
+    let a = start(&hosts[0], &net.namespaces[0]);
+    let (a, b) = (
+        wait_output(a, Duration::from_secs(240)),
+        wait_output(b, Duration::from_secs(240)),
+    );
+    assert_eq!(a.status.code(), Some(0), "algo-1\n{}", common::describe(&a));
+    assert_eq!(b.status.code(), Some(0), "algo-2\n{}", common::describe(&b));
+    let b_log = common::describe(&b);
+    assert!(
+        b_log.contains("node_rank=1") && b_log.contains(TwoHostNetwork::ADDRESSES[0]),
+        "algo-2 did not reach the master at algo-1's address\n{b_log}"
+    );
+    assert!(
+        hosts[1].model_dir_is_empty(),
+        "only global rank 0 writes the model"
+    );
+    assert_eq!(summary(&hosts[0])["world_size"], 2);
+
+    let single = job(&model, 16, 1, &[]);
+    single.assert_trained();
+    let (diff, name, _) = max_relative_difference(
+        &weights(&hosts[0].model_dir()),
+        &weights(&single.model_dir()),
+    );
+    assert!(
+        diff <= 1e-5,
+        "two namespaces vs one process: {name} differs by {diff:e}"
+    );
+}
