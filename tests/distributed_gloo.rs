@@ -718,6 +718,11 @@ impl TwoHostNetwork {
             let dir = PathBuf::from("/etc/netns").join(ns);
             std::fs::create_dir_all(&dir).expect("mkdir /etc/netns/<ns>");
             std::fs::write(dir.join("hosts"), &hosts).expect("write hosts");
+            // `ip netns exec` also needs to mount (the hosts file, /sys): probe it once.
+            if let Err(why) = ip(&["netns", "exec", ns, "true"]) {
+                eprintln!("skipping the network-namespace case: `ip netns exec` failed ({why})");
+                return None;
+            }
         }
         Some(net)
     }
