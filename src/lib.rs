@@ -9,7 +9,8 @@
 //! the steps for the `train` command; `inference` loads a trained model directory once and labels
 //! texts, for `predict` (CSV / JSON Lines files) and `serve` (HTTP endpoints); `report` also
 //! serves the `report` command.
-//! Only `sagemaker` and `cli` read the environment; only `storage` talks to S3; `tch` types stay in
+//! `cuda_backend` loads libtorch's CUDA libraries at start-up where a GPU driver is present.
+//! Only `sagemaker` and `cli` read the environment (and `main`, for `TXCAT_CUDA_BACKEND`); only `storage` talks to S3; `tch` types stay in
 //! model, train, checkpoint, artifacts, champion, inference and the model threads of `serve`.
 
 pub mod artifacts;

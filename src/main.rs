@@ -53,6 +53,11 @@ fn load_cuda_backend() -> Result<(), ExitCode> {
     let value = std::env::var("TXCAT_CUDA_BACKEND").ok();
     let policy = Policy::parse(value.as_deref()).map_err(|e| {
         tracing::error!("{e}");
+        // As for a bad command line: the failure file where a SageMaker root exists.
+        let paths = Paths::resolve(None);
+        if paths.root.is_dir() {
+            report_failure(&paths, &e);
+        }
         ExitCode::from(EXIT_BAD_INPUT as u8)
     })?;
     let outcome = cuda_backend::load(policy);

@@ -66,3 +66,19 @@ fn bad_command_line_exits_2() {
     let out = ml.run(&["train", "--no-such-flag"]);
     ml.assert_failed(&out, 2, &["invalid command line"]);
 }
+
+#[test]
+fn a_bad_cuda_backend_setting_exits_2_with_the_failure_file_naming_it() {
+    let ml = valid_tree();
+    let out = ml
+        .command()
+        .args(["train", "--dry-run"])
+        .env("TXCAT_CUDA_BACKEND", "maybe")
+        .output()
+        .expect("run txcat");
+    ml.assert_failed(
+        &out,
+        2,
+        &["TXCAT_CUDA_BACKEND=\"maybe\"", "auto, load, skip"],
+    );
+}
