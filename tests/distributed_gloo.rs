@@ -422,6 +422,17 @@ fn sigterm_stops_every_worker_after_one_checkpoint_and_the_rerun_finishes_like_a
 /// A host's tree for a two-host run: its own `/opt/ml` with its own resourceconfig.json (hosts
 /// deliberately unsorted: every host sorts them).
 fn host_job(model: &Path, name: &str, port: &str, extra: &[(&str, &str)]) -> OptMl {
+    host_job_on(model, name, port, extra, "eth-not-here")
+}
+
+/// [`host_job`] whose resourceconfig.json names `interface` as SageMaker's network interface.
+fn host_job_on(
+    model: &Path,
+    name: &str,
+    port: &str,
+    extra: &[(&str, &str)],
+    interface: &str,
+) -> OptMl {
     let mut all = vec![("dist_port", port)];
     all.extend_from_slice(extra);
     let ml = job(model, 8, 1, &all);
@@ -430,7 +441,7 @@ fn host_job(model: &Path, name: &str, port: &str, extra: &[(&str, &str)]) -> Opt
         &serde_json::json!({
             "current_host": name,
             "hosts": ["algo-2", "algo-1"],
-            "network_interface_name": "eth-not-here",
+            "network_interface_name": interface,
         })
         .to_string(),
     );
@@ -760,20 +771,8 @@ fn two_hosts_in_two_network_namespaces_find_each_other_by_name_and_train_like_on
     let timeout = [("dist_timeout", "120")];
     let hosts: Vec<OptMl> = ["algo-1", "algo-2"]
         .iter()
-        .map(|name| {
-            let ml = host_job(&model, name, &port, &timeout);
-            // As SageMaker writes it: every host's interface is eth0, no address mapping.
-            ml.write_config(
-                "resourceconfig.json",
-                &serde_json::json!({
-                    "current_host": name,
-                    "hosts": ["algo-2", "algo-1"],
-                    "network_interface_name": "eth0",
-                })
-                .to_string(),
-            );
-            ml
-        })
+        // As SageMaker writes it: every host's interface is eth0, no address mapping.
+        .map(|name| host_job_on(&model, name, &port, &timeout, "eth0"))
         .collect();
     let start = |ml: &OptMl, ns: &str| {
         let base = ml.command();
