@@ -151,7 +151,19 @@ async fn log_request(request: Request, next: Next) -> Response {
 async fn invocations(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     match invoke(&state, &headers, body).await {
         Ok(response) => response,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            // A 413 leaves the rest of the body unread, so the connection cannot be reused:
+            // say so, and the client opens a new one instead of failing on this one.
+            let close = matches!(e, RequestError::PayloadTooLarge { .. });
+            let mut response = e.into_response();
+            if close {
+                response.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            response
+        }
     }
 }
 
@@ -164,6 +176,15 @@ async fn invoke(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, RequestError> {
+    let limit = state.inner.max_payload_bytes;
+    let declared = header(headers, CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(RequestError::PayloadTooLarge { limit });
+    }
+    // The body is read (at most `limit` bytes) before the headers are judged: answering while
+    // it is unread makes hyper close the connection after the response, and a keep-alive
+    // client (SageMaker's front end, any pooled HTTP client) that reuses it then fails.
+    let bytes = read_body(body, limit).await?;
     let labels = state.labels().ok_or_else(|| {
         RequestError::Unavailable(
             "the model is still loading; wait until GET /ping answers 200".into(),
@@ -171,12 +192,6 @@ async fn invoke(
     })?;
     let input = InputFormat::from_content_type(header(headers, CONTENT_TYPE))?;
     let output = OutputFormat::negotiate(header(headers, ACCEPT), state.inner.default_output)?;
-    let limit = state.inner.max_payload_bytes;
-    let declared = header(headers, CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(RequestError::PayloadTooLarge { limit });
-    }
-    let bytes = read_body(body, limit).await?;
     let batch = state.inner.batch_mode;
     let parsed = formats::parse(input, &bytes, batch)?;
     drop(bytes);
