@@ -2,7 +2,7 @@
 // TXCAT_NCCL, ProcessGroupNCCL), for src/train/distributed. tch 0.24 binds no c10d.
 //
 // Invariants: every entry point catches every C++ exception and returns it as a malloc'ed string
-// (NULL on success) that the caller frees with txcat_c10d_free_string; tensors arrive as the
+// (NULL on success) that the caller frees with free(); tensors arrive as the
 // `at::Tensor*` that tch's C_tensor pointers are; collectives block until done (or timed out).
 // Gloo's own types appear only to create the transport device: Debian's libgloo-dev headers are
 // older than the Gloo compiled into libtorch_cpu, so nothing here depends on Gloo's layouts.
@@ -56,8 +56,6 @@ void wait(const c10::intrusive_ptr<c10d::Work>& work) {
 }  // namespace
 
 extern "C" {
-
-void txcat_c10d_free_string(char* s) { std::free(s); }
 
 char* txcat_c10d_tcp_store_new(const char* host, uint16_t port, int is_server, int world_size,
                                int64_t timeout_ms, txcat_store** out) {

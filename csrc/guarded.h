@@ -1,6 +1,6 @@
 // The error convention of txcat's C++ shims (c10d_shim.cpp, quantized_linear.cpp): an entry point
 // runs its body through `guarded`, which catches every C++ exception and returns its first line
-// as a malloc'ed string (NULL on success) for the Rust side to read and free.
+// as a malloc'ed string (NULL on success) for the Rust side to read and free() (src/shim.rs).
 #pragma once
 
 #include <cstdlib>

@@ -4,7 +4,7 @@
 // weights are a TorchScript custom class that only the dispatcher's boxed calls can carry.
 //
 // Invariants: every entry point catches every C++ exception and returns it as a malloc'ed string
-// (NULL on success) that the caller frees with txcat_qlinear_free_string; tensors arrive and
+// (NULL on success) that the caller frees with free(); tensors arrive and
 // leave as the `at::Tensor*` that tch's C_tensor pointers are (a returned one is owned by the
 // caller, as tch's own functions return them).
 
@@ -33,8 +33,6 @@ c10::OperatorHandle op(const char* name) {
 }  // namespace
 
 extern "C" {
-
-void txcat_qlinear_free_string(char* s) { std::free(s); }
 
 // Quantises `weight` [out, in] (fp32) to int8 per output channel, symmetric (scale = max |w| /
 // 127 per row), and packs it with `bias` [out] for linear_dynamic.

@@ -32,6 +32,7 @@ pub mod predict;
 pub mod report;
 pub mod sagemaker;
 pub mod serve;
+mod shim;
 pub mod signals;
 pub mod storage;
 pub mod text;

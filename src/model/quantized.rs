@@ -6,7 +6,7 @@
 //! rows, one thread: 93 us vs 332 us in fp32, 2026-12-03), at about one percent relative error
 //! on the layer's output.
 
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, c_void};
 use std::ptr::NonNull;
 
 use tch::{TchError, Tensor};
@@ -31,7 +31,6 @@ mod ffi {
             out: *mut *mut c_void,
         ) -> *mut c_char;
         pub fn txcat_qlinear_free(layer: *mut QLinear);
-        pub fn txcat_qlinear_free_string(s: *mut c_char);
     }
 }
 
@@ -88,18 +87,10 @@ impl Drop for QuantizedLinear {
     }
 }
 
-/// The shim's error string (freed here) as a TchError.
+/// The shim's error string (freed) as a TchError.
 fn check(error: *mut c_char) -> Result<(), TchError> {
-    if error.is_null() {
-        return Ok(());
-    }
-    // SAFETY: a NUL-terminated string malloc'ed by the shim.
-    let message = unsafe { CStr::from_ptr(error) }
-        .to_string_lossy()
-        .into_owned();
-    // SAFETY: freed once, by the shim's allocator.
-    unsafe { ffi::txcat_qlinear_free_string(error) };
-    Err(TchError::Torch(format!("quantized linear: {message}")))
+    crate::shim::take_error(error)
+        .map_err(|message| TchError::Torch(format!("quantized linear: {message}")))
 }
 
 #[cfg(test)]

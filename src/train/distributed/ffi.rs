@@ -14,7 +14,6 @@ pub struct RawGroup {
 }
 
 extern "C" {
-    pub fn txcat_c10d_free_string(s: *mut c_char);
     pub fn txcat_c10d_free_bytes(b: *mut u8);
 
     pub fn txcat_c10d_tcp_store_new(
@@ -84,14 +83,5 @@ extern "C" {
 
 /// Turns a shim result into `Err(message)` (freeing the C string).
 pub fn check(err: *mut c_char) -> Result<(), String> {
-    if err.is_null() {
-        return Ok(());
-    }
-    // SAFETY: non-null results are NUL-terminated strings malloc'ed by the shim.
-    let message = unsafe { std::ffi::CStr::from_ptr(err) }
-        .to_string_lossy()
-        .into_owned();
-    // SAFETY: freed once, by the allocator that made it.
-    unsafe { txcat_c10d_free_string(err) };
-    Err(message)
+    crate::shim::take_error(err)
 }
