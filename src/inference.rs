@@ -299,14 +299,12 @@ pub fn probabilities<M: ClassifierModel>(
     pad_id: u32,
     device: Device,
 ) -> Result<Vec<f32>, InferenceError> {
-    // Longest first, so the largest batch shows memory trouble at once; order restored below.
-    let lengths = set.lengths();
-    let mut order: Vec<usize> = (0..set.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+    let all: Vec<usize> = (0..set.len()).collect();
     let _guard = tch::no_grad_guard();
     let mut out: Vec<f32> = Vec::new();
     let mut labels = 0;
-    for rows in order.chunks(batch_size.max(1)) {
+    // Positions into `all` are row ids: the order is restored by writing each row's slot.
+    for rows in &set.longest_first_batches(&all, batch_size) {
         let batch =
             TensorBatch::from_host(&set.assemble(rows, pad_id), device)?.to_device(device)?;
         let probs = model

@@ -100,6 +100,19 @@ impl TokenizedSet {
         self.offsets.windows(2).map(|w| w[1] - w[0]).collect()
     }
 
+    /// Inference batches over `rows`: positions into `rows`, longest row first (the largest
+    /// batch shows memory trouble at once), at most `batch_size` per batch. Callers put the
+    /// results back in `rows` order through the positions.
+    pub fn longest_first_batches(&self, rows: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
+        let lengths = self.lengths();
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(lengths[rows[i]]));
+        order
+            .chunks(batch_size.max(1))
+            .map(<[usize]>::to_vec)
+            .collect()
+    }
+
     /// Class ids of every row.
     pub fn labels(&self) -> &[u32] {
         &self.labels

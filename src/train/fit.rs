@@ -550,12 +550,11 @@ fn predict_subset<M: ClassifierModel>(
     device: Device,
 ) -> Result<(Vec<usize>, f64), TrainError> {
     let _guard = tch::no_grad_guard();
-    let lengths = set.lengths();
-    // Positions into `rows`, longest first.
-    let mut order: Vec<usize> = (0..rows.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(lengths[rows[i]]));
-    let plan: Vec<Vec<usize>> = order
-        .chunks(batch_size.max(1))
+    // Positions into `rows`, longest first; `order` restores `rows` order below.
+    let batches = set.longest_first_batches(rows, batch_size);
+    let order: Vec<usize> = batches.iter().flatten().copied().collect();
+    let plan: Vec<Vec<usize>> = batches
+        .iter()
         .map(|c| c.iter().map(|&i| rows[i]).collect())
         .collect();
     let mut loss_sum = Tensor::f_zeros([], (Kind::Float, device))?;
