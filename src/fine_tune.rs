@@ -348,7 +348,13 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
         data.labels.id2label(),
     );
     phases.lap("baseline");
-    let outcome = train::fit(&mut model, &train_set, &eval_set, hp_fit, options, hook)?;
+    // The blend reads the final evaluation's probabilities rather than predicting the rows
+    // again; they match only when evaluation ran in fp32 in one process.
+    options.keep_eval_probabilities = hp_side.blend_tfidf
+        && matches!(baseline, baseline::JobBaseline::Scored(_))
+        && precision_kind(precision).is_none()
+        && data_parallel.is_none();
+    let mut outcome = train::fit(&mut model, &train_set, &eval_set, hp_fit, options, hook)?;
     phases.lap_fit(&outcome.timings);
     let log_history = history.finish(&outcome.state);
     if outcome.stop_reason == StopReason::Interrupted {
@@ -374,14 +380,15 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
     let blend = crate::blend::job::for_job(
         hp_side,
         &baseline,
-        || {
-            crate::inference::probabilities(
+        || match outcome.final_probabilities.take() {
+            Some(kept) => Ok(kept),
+            None => crate::inference::probabilities(
                 &model,
                 &eval_set,
                 hp.eval_batch_size,
                 encoder.pad_id(),
                 device,
-            )
+            ),
         },
         &data.eval.label_ids,
         data.labels.id2label(),

@@ -285,3 +285,49 @@ fn stop_flag_interrupts_between_steps() {
     assert_eq!(out.state.global_step, 1);
     assert!(out.final_report.is_none());
 }
+
+#[test]
+fn kept_evaluation_probabilities_are_what_inference_computes_on_the_final_weights() {
+    let _serial = serial();
+    let eval = synthetic(40, 2);
+    for load_best in [false, true] {
+        let hp = Hyperparameters {
+            epochs: 3.0,
+            load_best_model_at_end: load_best,
+            ..hp()
+        };
+        let mut model = Tiny::new(3, CLASSES, 0.1);
+        let kept = {
+            let mut o = opts();
+            o.keep_eval_probabilities = true;
+            run(&mut model, &hp, o)
+        };
+        let probs = kept
+            .final_probabilities
+            .expect("probabilities were asked for");
+        let again = txcat::inference::probabilities(&model, &eval, 7, 0, Device::Cpu).unwrap();
+        assert_eq!(probs.len(), eval.len() * CLASSES);
+        let worst = probs
+            .iter()
+            .zip(&again)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-6, "kept vs recomputed differ by {worst}");
+        // They are the final report's rows: its accuracy follows from their argmax.
+        let right = probs
+            .chunks(CLASSES)
+            .zip(eval.labels())
+            .filter(|(row, &y)| {
+                let best = (0..CLASSES)
+                    .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                    .unwrap();
+                best == y as usize
+            })
+            .count();
+        let report = kept.final_report.unwrap();
+        assert!((report.accuracy - right as f64 / eval.len() as f64).abs() < 1e-12);
+
+        let mut model = Tiny::new(3, CLASSES, 0.1);
+        assert!(run(&mut model, &hp, opts()).final_probabilities.is_none());
+    }
+}

@@ -23,6 +23,7 @@ use tch::{nn, Device, Kind, Reduction, TchError, Tensor};
 use super::amp::{GradScaler, Precision};
 use super::device::TensorBatch;
 use super::distributed::{DataParallel, DistError, ReduceOp};
+use super::evaluate::{evaluate_shared, EvalOptions, Evaluation};
 use super::optim::{AdamW, AdamWConfig, AdamWState, OptimError};
 use super::schedule::{resolve_warmup_steps, LrScheduler};
 use super::step_profile::{Phase, PhaseTimer, StepProfile};
@@ -32,7 +33,7 @@ use crate::model::ClassifierModel;
 use crate::tokenize::batch::{plan_epoch, prefetch, PaddingStats, TokenizedSet};
 
 /// Batches assembled ahead of the device.
-const PREFETCH_DEPTH: usize = 4;
+pub(super) const PREFETCH_DEPTH: usize = 4;
 /// fp16: this many skipped steps in a row means the loss itself is broken, not the scale.
 const MAX_CONSECUTIVE_SKIPS: u32 = 25;
 
@@ -148,6 +149,9 @@ pub struct FitOptions {
     /// computes its share of; gradients, losses and evaluations are reduced over the group, and
     /// rank 0's weights, hook decisions and stop flag are everyone's (see [`DataParallel`]).
     pub data_parallel: Option<DataParallel>,
+    /// Keep the final evaluation's probabilities in [`TrainOutcome::final_probabilities`]
+    /// (single-process runs; the job's blend reads them instead of predicting the rows again).
+    pub keep_eval_probabilities: bool,
 }
 
 impl FitOptions {
@@ -161,6 +165,7 @@ impl FitOptions {
             resume: None,
             stop: None,
             data_parallel: None,
+            keep_eval_probabilities: false,
         }
     }
 }
@@ -230,6 +235,9 @@ pub struct TrainOutcome {
     pub stop_reason: StopReason,
     /// Evaluation of the weights the model holds now (the best ones when they were restored).
     pub final_report: Option<ClassificationReport>,
+    /// The evaluation rows' probabilities under those weights, when
+    /// [`FitOptions::keep_eval_probabilities`] asked for them (and the run was one process).
+    pub final_probabilities: Option<Vec<f32>>,
     pub best: Option<BestModel>,
     pub restored_best: bool,
     /// Mean training loss over all rows seen.
@@ -465,137 +473,6 @@ fn restore(vs: &nn::VarStore, snap: &WeightSnapshot) -> Result<(), TchError> {
     Ok(())
 }
 
-/// Evaluates `model` on `set`: mean plain cross-entropy (no smoothing, no class weights) and
-/// the classification report. Batches are sorted by length so padding stays small.
-pub fn evaluate<M: ClassifierModel>(
-    model: &M,
-    set: &TokenizedSet,
-    batch_size: usize,
-    pad_id: u32,
-    device: Device,
-    label_names: &[String],
-) -> Result<ClassificationReport, TrainError> {
-    evaluate_shared(model, set, batch_size, pad_id, device, label_names, None)
-}
-
-/// [`evaluate`] with each rank of `dp` (if any) predicting every `world`-th row: the
-/// predictions are assembled by an allreduce (each row is non-zero on at most one rank) and the
-/// loss sums added, so every rank reports what one process would (the loss up to summation
-/// order).
-fn evaluate_shared<M: ClassifierModel>(
-    model: &M,
-    set: &TokenizedSet,
-    batch_size: usize,
-    pad_id: u32,
-    device: Device,
-    label_names: &[String],
-    dp: Option<&DataParallel>,
-) -> Result<ClassificationReport, TrainError> {
-    let (first, step) = dp.map_or((0, 1), |dp| (dp.rank(), dp.world()));
-    let rows: Vec<usize> = (first..set.len()).step_by(step).collect();
-    let (preds, loss_sum) = predict_subset(model, set, &rows, batch_size, pad_id, device)?;
-    let (y_pred, loss_sum) = match dp {
-        None => (preds, loss_sum),
-        Some(dp) => {
-            let mut all = vec![0i64; set.len()];
-            for (&row, &p) in rows.iter().zip(&preds) {
-                all[row] = p as i64;
-            }
-            let group = dp.group();
-            let all = group.reduce_values(&all, ReduceOp::Sum, "evaluation (predictions)")?;
-            let loss_sum = group.sum_f64(loss_sum, "evaluation (loss)")?;
-            (all.into_iter().map(|p| p as usize).collect(), loss_sum)
-        }
-    };
-    let y_true: Vec<usize> = set.labels().iter().map(|&l| l as usize).collect();
-    Ok(metrics::classification_report(
-        &y_true,
-        &y_pred,
-        label_names,
-        Some(mean(loss_sum, set.len())),
-    )?)
-}
-
-/// `sum / n`, 0 for no rows.
-fn mean(sum: f64, n: usize) -> f64 {
-    if n == 0 {
-        0.0
-    } else {
-        sum / n as f64
-    }
-}
-
-/// The predicted class of each of the first `limit` rows of `set` (in row order) and their mean
-/// loss, in length-sorted, prefetched batches: the one forward loop every evaluation runs.
-pub fn predict_rows<M: ClassifierModel>(
-    model: &M,
-    set: &TokenizedSet,
-    limit: usize,
-    batch_size: usize,
-    pad_id: u32,
-    device: Device,
-) -> Result<(Vec<usize>, f64), TrainError> {
-    let all: Vec<usize> = (0..limit.min(set.len())).collect();
-    let (y_pred, loss_sum) = predict_subset(model, set, &all, batch_size, pad_id, device)?;
-    Ok((y_pred, mean(loss_sum, all.len())))
-}
-
-/// The predicted class of each of `rows` (in that order) and their summed loss.
-fn predict_subset<M: ClassifierModel>(
-    model: &M,
-    set: &TokenizedSet,
-    rows: &[usize],
-    batch_size: usize,
-    pad_id: u32,
-    device: Device,
-) -> Result<(Vec<usize>, f64), TrainError> {
-    let _guard = tch::no_grad_guard();
-    // Positions into `rows`, longest first; `order` restores `rows` order below.
-    let batches = set.longest_first_batches(rows, batch_size);
-    let order: Vec<usize> = batches.iter().flatten().copied().collect();
-    let plan: Vec<Vec<usize>> = batches
-        .iter()
-        .map(|c| c.iter().map(|&i| rows[i]).collect())
-        .collect();
-    let mut loss_sum = Tensor::f_zeros([], (Kind::Float, device))?;
-    let mut preds = Vec::with_capacity(plan.len());
-    std::thread::scope(|scope| -> Result<(), TrainError> {
-        let rx = prefetch(scope, plan.clone(), PREFETCH_DEPTH, |rows| {
-            TensorBatch::from_host(&set.assemble(rows, pad_id), device)
-        });
-        for item in rx.iter() {
-            let b = item?.to_device(device)?;
-            let logits = model.forward_t(
-                &b.input_ids,
-                &b.attention_mask,
-                b.token_type_ids.as_ref(),
-                false,
-            );
-            let logits = logits.f_to_kind(Kind::Float)?;
-            let loss = logits.f_cross_entropy_loss::<Tensor>(
-                &b.labels,
-                None,
-                Reduction::Sum,
-                -100,
-                0.0,
-            )?;
-            loss_sum = loss_sum.f_add(&loss)?;
-            preds.push(logits.f_argmax(-1, false)?);
-        }
-        Ok(())
-    })?;
-    let y_pred_sorted: Vec<i64> = if preds.is_empty() {
-        Vec::new()
-    } else {
-        Vec::<i64>::try_from(Tensor::f_cat(&preds, 0)?.f_to_device(Device::Cpu)?)?
-    };
-    let mut y_pred = vec![0usize; rows.len()];
-    for (&pos, &p) in order.iter().zip(&y_pred_sorted) {
-        y_pred[pos] = p as usize;
-    }
-    Ok((y_pred, loss_sum.f_double_value(&[])?))
-}
-
 /// What rank 0 decided after a step: its hook asked to stop, its stop flag was set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct StopVote {
@@ -665,8 +542,15 @@ fn fit_loop<M: ClassifierModel>(
         resume,
         stop,
         data_parallel,
+        keep_eval_probabilities,
     } = opts;
     let dp = data_parallel.as_ref();
+    let eval_options = EvalOptions {
+        batch_size: hp.eval_batch_size,
+        pad_id,
+        device,
+        keep_probabilities: keep_eval_probabilities,
+    };
     let num_labels = label_names.len();
     if train.is_empty() {
         return Err(TrainError::EmptyTrain);
@@ -721,8 +605,8 @@ fn fit_loop<M: ClassifierModel>(
     };
 
     let mut best_weights: Option<WeightSnapshot> = None;
-    let mut best_report: Option<ClassificationReport> = None;
-    let mut last_report: Option<ClassificationReport> = None;
+    let mut best_report: Option<Evaluation> = None;
+    let mut last_report: Option<Evaluation> = None;
     let mut state = match resume {
         Some(point) => {
             if point.state.seed != hp.seed || point.state.total_steps != plan.total_steps {
@@ -1108,15 +992,8 @@ fn fit_loop<M: ClassifierModel>(
             steady.pause();
             let eval_started = Instant::now();
             optimizer.sync_params();
-            let report = evaluate_shared(
-                &*model,
-                eval,
-                hp.eval_batch_size,
-                pad_id,
-                device,
-                &label_names,
-                dp,
-            )?;
+            let evaluation = evaluate_shared(&*model, eval, eval_options, &label_names, dp)?;
+            let report = &evaluation.report;
             last_eval_step = Some(step);
             timings
                 .evaluations
@@ -1148,14 +1025,14 @@ fn fit_loop<M: ClassifierModel>(
                 if hp.load_best_model_at_end {
                     best_weights = Some(snapshot(model.var_store())?);
                 }
-                best_report = Some(report.clone());
+                best_report = Some(evaluation.clone());
             } else {
                 state.evals_without_improvement += 1;
             }
             if let Some(patience) = hp.early_stopping_patience {
                 early_stop = patience > 0 && state.evals_without_improvement >= patience;
             }
-            last_report = Some(report);
+            last_report = Some(evaluation);
             steady.resume();
         }
         if epoch_end {
@@ -1223,9 +1100,9 @@ fn fit_loop<M: ClassifierModel>(
             Some(snap) if hp.load_best_model_at_end && best_elsewhere => {
                 restore(model.var_store(), snap)?;
                 restored_best = true;
-                final_report = best_report.clone();
+                final_report = best_report.take();
             }
-            _ if current_evaluated => final_report = last_report.clone(),
+            _ if current_evaluated => final_report = last_report.take(),
             _ => {}
         }
         if final_report.is_none() {
@@ -1233,9 +1110,7 @@ fn fit_loop<M: ClassifierModel>(
             final_report = Some(evaluate_shared(
                 &*model,
                 eval,
-                hp.eval_batch_size,
-                pad_id,
-                device,
+                eval_options,
                 &label_names,
                 dp,
             )?);
@@ -1283,9 +1158,14 @@ fn fit_loop<M: ClassifierModel>(
             ),
         ])
     );
+    let (final_report, final_probabilities) = match final_report {
+        Some(e) => (Some(e.report), e.probabilities),
+        None => (None, None),
+    };
     Ok(TrainOutcome {
         stop_reason,
         final_report,
+        final_probabilities,
         best,
         restored_best,
         train_loss,

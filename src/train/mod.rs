@@ -11,13 +11,15 @@
 pub mod amp;
 pub mod device;
 pub mod distributed;
+mod evaluate;
 mod fit;
 pub mod optim;
 pub mod schedule;
 pub mod step_profile;
 
+pub use evaluate::{evaluate, predict_rows};
 pub use fit::{
-    evaluate, fit, plan_steps, predict_rows, BestModel, FitOptions, HookAction, LoopTimings,
-    ResumePoint, SteadyThroughput, StepContext, StepHook, StepPlan, StopReason, TrainError,
-    TrainOutcome, TrainState, WeightSnapshot,
+    fit, plan_steps, BestModel, FitOptions, HookAction, LoopTimings, ResumePoint, SteadyThroughput,
+    StepContext, StepHook, StepPlan, StopReason, TrainError, TrainOutcome, TrainState,
+    WeightSnapshot,
 };
