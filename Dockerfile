@@ -71,6 +71,24 @@ RUN --mount=type=bind,from=torch-site,target=/opt/torch-site \
 FROM scratch AS txcat-bin
 COPY --from=txcat-build /dist/txcat /txcat
 
+# ---- nccl-plugin: /dist/libtxcat_nccl.so, ProcessGroupNCCL for multi-GPU jobs ----------------------
+# csrc/nccl_plugin.cpp, compiled by scripts/lib.sh build_nccl_plugin against the same wheel (it needs
+# two CUDA header packages from PyPI). It links libtorch_cuda.so, so txcat loads it only on GPU jobs.
+# A CPU wheel has no NCCL: /dist stays empty and such an image reduces through Gloo.
+FROM torch-pip AS nccl-plugin
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends g++ \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY csrc csrc
+COPY scripts/lib.sh scripts/lib.sh
+RUN --mount=type=secret,id=ca-bundle \
+    if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
+ && mkdir -p /dist \
+ && bash -c 'export LIBTORCH=/opt/torch-site/torch LIBTORCH_CXX11_ABI=1 TXCAT_EXTRA_RPATH=/opt/txcat/lib \
+      TXCAT_PY=/opt/pip/bin/python TXCAT_CACHE=/tmp/txcat-cache; source scripts/lib.sh; \
+      if plugin="$(build_nccl_plugin)"; then cp "$plugin" /dist/; fi'
+
 # ---- model: optional pretrained folder to bake in (override with --build-context model=DIR) --------
 FROM scratch AS model
 
@@ -84,13 +102,15 @@ ARG DLOPEN_GROUPS=cudnn,nvrtc
 ARG MODEL_NAME=
 COPY scripts/container/assemble scripts/container/collect-libs scripts/container/dlopen-libs.txt /opt/txcat-build/
 COPY --from=txcat-bin /txcat /opt/txcat-build/txcat
+COPY --from=nccl-plugin /dist/ /opt/txcat-build/nccl/
 RUN --mount=type=bind,from=torch-site,target=/opt/torch-site \
     --mount=type=bind,from=model,target=/opt/model-in \
     if [ "$TXCAT_VARIANT" = cpu ] && ! command -v cc >/dev/null; then \
       apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev; \
     fi \
  && /opt/txcat-build/assemble --site /opt/torch-site --binary /opt/txcat-build/txcat --out /out \
-      --variant "$TXCAT_VARIANT" --groups "$DLOPEN_GROUPS" --model /opt/model-in --model-name "$MODEL_NAME"
+      --variant "$TXCAT_VARIANT" --groups "$DLOPEN_GROUPS" --model /opt/model-in --model-name "$MODEL_NAME" \
+      --nccl-plugin /opt/txcat-build/nccl/libtxcat_nccl.so
 
 # ---- runtime ----------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime
@@ -98,10 +118,12 @@ FROM ${BASE_IMAGE} AS runtime
 COPY --from=collect /out/ /
 # LD_LIBRARY_PATH: a binary built elsewhere (the txcat-bin context) has no rpath to /opt/txcat/lib.
 # TXCAT_MODEL_HOME: model_name=<name> resolves to /opt/models/<name> (MODEL_NAME above).
+# TXCAT_NCCL_PLUGIN: where assemble put ProcessGroupNCCL's plugin (cuda variant; absent on cpu).
 # NVIDIA_*: ask the NVIDIA container runtime for the GPUs and the compute driver libraries, as the
 # nvidia/cuda images do (SageMaker GPU hosts use that runtime).
 ENV LD_LIBRARY_PATH=/opt/txcat/lib \
     TXCAT_MODEL_HOME=/opt/models \
+    TXCAT_NCCL_PLUGIN=/opt/txcat/lib/libtxcat_nccl.so \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 WORKDIR /

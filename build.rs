@@ -5,13 +5,12 @@
 //! where a GPU can use it), and compiles two small C++ shims against the wheel's headers: c10d
 //! (csrc/c10d_shim.cpp, see src/train/distributed) and the int8 linear layer
 //! (csrc/quantized_linear.cpp, see src/model/quantized.rs).
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     println!("cargo:rerun-if-env-changed=TXCAT_EXTRA_RPATH");
-    println!("cargo:rerun-if-env-changed=TXCAT_NCCL");
     println!("cargo:rerun-if-changed=csrc/c10d_shim.cpp");
     println!("cargo:rerun-if-changed=csrc/quantized_linear.cpp");
     println!("cargo:rerun-if-changed=csrc/guarded.h");
@@ -25,14 +24,13 @@ fn main() {
     // libtorch_cuda.so is left out on purpose: rustc links with --as-needed and nothing here
     // calls it, so the CUDA libraries (~120 MiB resident) stay out of CPU-only processes;
     // src/cuda_backend.rs loads it at start-up where NVIDIA's driver is present.
-    let cuda_wheel = Path::new(&libtorch).join("lib/libtorch_cuda.so").exists();
     // Extra runtime locations (e.g. the container's /opt/libtorch/lib), colon separated.
     if let Ok(extra) = std::env::var("TXCAT_EXTRA_RPATH") {
         for dir in extra.split(':').filter(|d| !d.is_empty()) {
             println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
         }
     }
-    compile_c10d_shim(Path::new(&libtorch), cuda_wheel);
+    compile_c10d_shim(Path::new(&libtorch));
     torch_cpp(Path::new(&libtorch))
         .file("csrc/quantized_linear.cpp")
         .compile("txcat_qlinear");
@@ -58,65 +56,18 @@ fn torch_cpp(libtorch: &Path) -> cc::Build {
 }
 
 /// The shim needs Gloo's headers (Debian's libgloo-dev: the wheel ships none) for the transport
-/// device type only; the code itself is libtorch_cpu's. ProcessGroupNCCL is compiled in only on
-/// request (`TXCAT_NCCL=1`), for a CUDA wheel with NCCL and full CUDA runtime headers: that path
-/// has not been compiled or run on a GPU machine yet, so it stays out of default builds.
-fn compile_c10d_shim(libtorch: &Path, cuda_wheel: bool) {
+/// device type only; the code itself is libtorch_cpu's. ProcessGroupNCCL is not compiled in: it
+/// needs libtorch_cuda.so, so it lives in a plugin the shim loads on GPU jobs
+/// (csrc/nccl_plugin.cpp, built by scripts/lib.sh `build_nccl_plugin`).
+fn compile_c10d_shim(libtorch: &Path) {
     if !Path::new("/usr/include/gloo/config.h").exists() {
         println!(
             "cargo:warning=Gloo headers not found in /usr/include/gloo: install libgloo-dev \
              (scripts/lib.sh setup does) or the c10d shim will not compile"
         );
     }
-    let mut build = torch_cpp(libtorch);
-    build
+    torch_cpp(libtorch)
         .file("csrc/c10d_shim.cpp")
-        .define("USE_C10D_GLOO", None);
-    if let Some(includes) = nccl_includes(libtorch, cuda_wheel) {
-        build
-            .define("USE_C10D_NCCL", None)
-            .define("TXCAT_NCCL", None);
-        for dir in includes {
-            build.include(dir);
-        }
-    }
-    build.compile("txcat_c10d");
-}
-
-/// NCCL and CUDA runtime include folders of a CUDA wheel (`site-packages/nvidia/...`), when
-/// `TXCAT_NCCL=1` asks for them; a cargo warning says why when they are missing.
-fn nccl_includes(libtorch: &Path, cuda_wheel: bool) -> Option<Vec<PathBuf>> {
-    if std::env::var("TXCAT_NCCL").map_or(true, |v| v != "1") {
-        return None;
-    }
-    let skip = |why: String| {
-        println!("cargo:warning=TXCAT_NCCL=1 but {why}: building without ProcessGroupNCCL");
-        None
-    };
-    if !cuda_wheel {
-        return skip("the wheel has no libtorch_cuda.so".into());
-    }
-    let nvidia = libtorch.parent()?.join("nvidia");
-    let nccl = nvidia.join("nccl/include");
-    if !nccl.join("nccl.h").exists() {
-        return skip(format!("{} has no nccl.h", nccl.display()));
-    }
-    // ProcessGroupNCCL.hpp pulls in ATen's CUDA headers, which need the full CUDA runtime
-    // headers (crt/ included): the wheels' nvidia/cu13 or nvidia/cuda_runtime lack crt/, so this
-    // takes a toolkit (CUDA_HOME) unless a wheel ships them whole.
-    println!("cargo:rerun-if-env-changed=CUDA_HOME");
-    let mut candidates: Vec<PathBuf> = ["cu13/include", "cuda_runtime/include"]
-        .iter()
-        .map(|d| nvidia.join(d))
-        .collect();
-    if let Ok(home) = std::env::var("CUDA_HOME") {
-        candidates.insert(0, Path::new(&home).join("include"));
-    }
-    match candidates
-        .into_iter()
-        .find(|d| d.join("cuda_runtime_api.h").exists() && d.join("crt/host_config.h").exists())
-    {
-        Some(runtime) => Some(vec![nccl, runtime]),
-        None => skip("no full CUDA runtime headers were found (set CUDA_HOME)".into()),
-    }
+        .define("USE_C10D_GLOO", None)
+        .compile("txcat_c10d");
 }

@@ -5,10 +5,16 @@
 #
 # Here (the dev machine), once:   bench/gpu.sh --prepare
 #   builds target/release/txcat and gathers into .dev/gpu-kit/ what the GPU machine lacks: the
-#   binary, the MiniLM tokenizer files (for the random model), and wheels of `datasets` and the
-#   two pure-Python packages it needs (dill, multiprocess), for Python 3.12.
+#   binary, ProcessGroupNCCL's plugin (scripts/lib.sh build_nccl_plugin), the MiniLM tokenizer
+#   files (for the random model), and wheels of `datasets` and the two pure-Python packages it
+#   needs (dill, multiprocess), for Python 3.12.
 # There (repo root, with .dev/gpu-kit carried along):   bench/gpu.sh [--rows 50000] [--epochs 1]
 #       [--batch-size 32] [--model base] [--impls txcat,recipe,tuned]
+# There, on a machine with N >= 2 GPUs:                   bench/gpu.sh --gpus N [--rows 50000]
+#   data-parallel scaling instead (issue 15): the same job on 1 GPU and on N GPUs over NCCL (the
+#   kit's libtxcat_nccl.so), --batch-size rows per GPU; prints efficiency = N-GPU samples/s /
+#   (N x 1-GPU samples/s) (target >= 0.9 at N = 4 with the base model) and fails if the N-GPU
+#   job did not run on NCCL.
 # Here, to check everything but the GPU itself:          bench/gpu.sh --cpu-smoke
 #   runs the same steps with the kit's binary and tokenizer on a tiny model, 300 rows, CPU, the
 #   dev venv's python, nothing recorded (the kit must be prepared first).
@@ -30,6 +36,8 @@ if [ "${1:-}" = --prepare ]; then
   rm -rf "$KIT" && mkdir -p "$KIT/tokenizer" "$KIT/wheels"
   # Debug info makes the release binary ~100 MB; a call may carry 64 MiB, so ship it stripped.
   objcopy --strip-debug "$REPO/target/release/txcat" "$KIT/txcat"
+  plugin="$(build_nccl_plugin)" && objcopy --strip-debug "$plugin" "$KIT/libtxcat_nccl.so" \
+    || echo "bench/gpu.sh: no NCCL plugin in the kit: --gpus N will fail" >&2
   tok="$(minilm_dir)"
   for f in tokenizer.json tokenizer_config.json vocab.txt special_tokens_map.json; do
     cp "$tok/$f" "$KIT/tokenizer/"
@@ -53,7 +61,7 @@ if [ "${1:-}" = --prepare ]; then
   exit 0
 fi
 
-rows=50000 epochs=1 batch=32 impls="txcat,recipe,tuned" model=base smoke=0
+rows=50000 epochs=1 batch=32 impls="txcat,recipe,tuned" model=base smoke=0 gpus=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu-smoke) smoke=1; rows=300; model=tiny; shift ;;
@@ -62,6 +70,7 @@ while [ $# -gt 0 ]; do
     --epochs) epochs="$2"; shift 2 ;;
     --batch-size) batch="$2"; shift 2 ;;
     --impls) impls="$2"; shift 2 ;;
+    --gpus) gpus="$2"; shift 2 ;;
     *) echo "bench/gpu.sh: unknown option '$1' (see the header of bench/gpu.sh)" >&2; exit 2 ;;
   esac
 done
@@ -105,6 +114,23 @@ export BENCH_PY="$PY" TXCAT_BIN="$KIT/txcat" BENCH_TOKENIZER_DIR="$KIT/tokenizer
 # Three runs in 8 minutes: each implementation gets at most 150 s.
 export BENCH_TIMEOUT="${BENCH_TIMEOUT:-150}"
 [ "$smoke" = 1 ] || nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+
+if [ "$gpus" -gt 0 ]; then
+  [ -f "$KIT/libtxcat_nccl.so" ] || { echo "bench/gpu.sh: $KIT/libtxcat_nccl.so missing; rerun bench/gpu.sh --prepare" >&2; exit 2; }
+  visible="$("$PY" -c 'import torch; print(torch.cuda.device_count())')"
+  [ "$visible" -ge "$gpus" ] || { echo "bench/gpu.sh: --gpus $gpus but $visible GPU(s) visible" >&2; exit 2; }
+  model_dir="$REPO/bench/out/models/$model"
+  [ -f "$model_dir/model.safetensors" ] || "$PY" "$BENCH_DIR/make_model.py" "$model" "$model_dir" --tokenizer-from "$BENCH_TOKENIZER_DIR" >&2
+  table="$REPO/bench/out/gpu-scaling-$(date -u +%Y%m%d-%H%M%S).md"
+  mkdir -p "$(dirname "$table")"
+  rc=0
+  TXCAT_NCCL_PLUGIN="$KIT/libtxcat_nccl.so" "$PY" "$BENCH_DIR/scaling/scaling.py" --txcat "$TXCAT_BIN" \
+    --model "$model_dir" --gpus "$gpus" --rows "$rows" --epochs "$epochs" --batch "$batch" --rounds 1 \
+    | tee "$table" || rc=$?
+  [ -n "${OUT:-}" ] && cp "$table" "$OUT/" || true
+  echo "bench/gpu.sh: done in $(( $(date +%s) - start )) s" >&2
+  exit "$rc"
+fi
 
 run_dir="$REPO/bench/out/gpu-$(date -u +%Y%m%d-%H%M%S)"
 extra=()

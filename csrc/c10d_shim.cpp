@@ -1,11 +1,14 @@
-// A small C ABI over libtorch's c10d (TCPStore, PrefixStore, ProcessGroupGloo and, when built with
-// TXCAT_NCCL, ProcessGroupNCCL), for src/train/distributed. tch 0.24 binds no c10d.
+// A small C ABI over libtorch's c10d (TCPStore, PrefixStore, ProcessGroupGloo and, through the
+// plugin of csrc/nccl_plugin.cpp, ProcessGroupNCCL), for src/train/distributed. tch 0.24 binds no
+// c10d.
 //
 // Invariants: every entry point catches every C++ exception and returns it as a malloc'ed string
 // (NULL on success) that the caller frees with free(); tensors arrive as the
 // `at::Tensor*` that tch's C_tensor pointers are; collectives block until done (or timed out).
 // Gloo's own types appear only to create the transport device: Debian's libgloo-dev headers are
 // older than the Gloo compiled into libtorch_cpu, so nothing here depends on Gloo's layouts.
+
+#include <dlfcn.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -16,9 +19,6 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#ifdef TXCAT_NCCL
-#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
-#endif
 
 #include "guarded.h"
 
@@ -122,31 +122,29 @@ char* txcat_c10d_gloo_new(const txcat_store* store, int rank, int size, const ch
   });
 }
 
-int txcat_c10d_has_nccl() {
-#ifdef TXCAT_NCCL
-  return 1;
-#else
-  return 0;
-#endif
-}
-
-char* txcat_c10d_nccl_new(const txcat_store* store, int rank, int size, int64_t timeout_ms,
-                          txcat_group** out) {
+// ProcessGroupNCCL from the plugin at `plugin` (a path): loaded on first use and kept loaded.
+char* txcat_c10d_nccl_new(const char* plugin, const txcat_store* store, int rank, int size,
+                          int64_t timeout_ms, txcat_group** out) {
   return guarded([&] {
-#ifdef TXCAT_NCCL
-    auto opts = c10d::ProcessGroupNCCL::Options::create();
-    opts->timeout = std::chrono::milliseconds(timeout_ms);
-    auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store->store, rank, size, opts);
-    *out = new txcat_group{pg};
-#else
-    (void)store;
-    (void)rank;
-    (void)size;
-    (void)timeout_ms;
-    (void)out;
-    throw std::runtime_error(
-        "this txcat was built without NCCL headers (nvidia/nccl/include next to the torch wheel)");
-#endif
+    void* lib = dlopen(plugin, RTLD_NOW | RTLD_GLOBAL);
+    if (lib == nullptr) {
+      const char* why = dlerror();
+      throw std::runtime_error(std::string("cannot load the NCCL plugin: ") +
+                               (why == nullptr ? plugin : why));
+    }
+    using New = char* (*)(const c10::intrusive_ptr<c10d::Store>*, int, int, int64_t,
+                          c10d::Backend**);
+    auto make = reinterpret_cast<New>(dlsym(lib, "txcat_nccl_backend_new"));
+    if (make == nullptr) {
+      throw std::runtime_error(std::string(plugin) + " has no txcat_nccl_backend_new");
+    }
+    c10d::Backend* raw = nullptr;
+    if (char* err = make(&store->store, rank, size, timeout_ms, &raw)) {
+      std::string message(err);
+      std::free(err);
+      throw std::runtime_error(message);
+    }
+    *out = new txcat_group{c10::intrusive_ptr<c10d::Backend>::reclaim(raw)};
   });
 }
 

@@ -6,7 +6,8 @@ TXCAT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export TXCAT_CACHE="${TXCAT_CACHE:-$HOME/.cache/txcat}"
 TXCAT_TORCH_VERSION="2.11.0"
 TXCAT_VENV="$TXCAT_CACHE/py-torch-$TXCAT_TORCH_VERSION"
-TXCAT_PY="$TXCAT_VENV/bin/python"
+# The Dockerfile points TXCAT_PY at its own pip environment to build the NCCL plugin.
+TXCAT_PY="${TXCAT_PY:-$TXCAT_VENV/bin/python}"
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -77,6 +78,46 @@ ensure_gloo_headers() {
     || log "libgloo-dev could not be installed; the build will fail until it is"
 }
 
+# ProcessGroupNCCL's plugin (csrc/nccl_plugin.cpp -> libtxcat_nccl.so), compiled against the
+# wheel's headers and linked with --no-undefined against its libraries, which it must run with.
+# ATen's CUDA headers need two parts of CUDA 13.0's runtime headers the wheel lacks (crt/ and
+# nv/target, PyPI nvidia-cuda-crt and nvidia-cuda-cccl): they go into $TXCAT_CACHE/cuda-headers
+# once, beside links to the wheel's own. Cached by the sources' hash; prints the library's path.
+build_nccl_plugin() {
+  local site cu13 headers hash out
+  site="$(dirname "$LIBTORCH")"
+  cu13="$site/nvidia/cu13/include"
+  if [ ! -f "$site/nvidia/nccl/include/nccl.h" ] || [ ! -f "$LIBTORCH/lib/libtorch_cuda.so" ]; then
+    log "no NCCL plugin: $site has no nvidia/nccl/include/nccl.h or libtorch_cuda.so (a CPU wheel?)"
+    return 1
+  fi
+  headers="$TXCAT_CACHE/cuda-headers"
+  if [ ! -f "$headers/include/crt/host_config.h" ] || [ ! -d "$headers/include/nv" ]; then
+    log "installing CUDA 13.0's crt and cccl headers into $headers (first run only)"
+    rm -rf "$headers" && mkdir -p "$headers/include"
+    "$TXCAT_PY" -m pip install --disable-pip-version-check -q --no-deps --target "$headers/wheels" \
+      "nvidia-cuda-crt==13.0.88" "nvidia-cuda-cccl==13.0.85" >&2 || { log "could not install the CUDA headers"; return 1; }
+    for dir in "$cu13" "$headers/wheels/nvidia/cu13/include"; do
+      for entry in "$dir"/*; do ln -sfn "$entry" "$headers/include/$(basename "$entry")"; done
+    done
+  fi
+  hash="$(cat "$TXCAT_ROOT/csrc/nccl_plugin.cpp" "$TXCAT_ROOT/csrc/guarded.h" | sha256sum | cut -c1-16)"
+  out="$TXCAT_CACHE/nccl-plugin-$TXCAT_TORCH_VERSION-$hash/libtxcat_nccl.so"
+  if [ ! -f "$out" ]; then
+    log "compiling the NCCL plugin (csrc/nccl_plugin.cpp, first run only)"
+    mkdir -p "$(dirname "$out")"
+    g++ -std=c++17 -O1 -fPIC -shared -Wno-interference-size -o "$out.tmp" "$TXCAT_ROOT/csrc/nccl_plugin.cpp" \
+      -D_GLIBCXX_USE_CXX11_ABI="$LIBTORCH_CXX11_ABI" -DUSE_C10D_NCCL \
+      -I"$LIBTORCH/include" -I"$LIBTORCH/include/torch/csrc/api/include" \
+      -I"$site/nvidia/nccl/include" -I"$headers/include" \
+      -L"$LIBTORCH/lib" -ltorch_cuda -ltorch_cpu -lc10_cuda -lc10 \
+      -Wl,--no-undefined -Wl,-rpath,"$LIBTORCH/lib${TXCAT_EXTRA_RPATH:+:$TXCAT_EXTRA_RPATH}" >&2 \
+      || { log "the NCCL plugin did not compile"; return 1; }
+    mv "$out.tmp" "$out" || return 1
+  fi
+  printf '%s\n' "$out"
+}
+
 setup_runtime() {
   ensure_requirements "$TXCAT_ROOT/scripts/requirements-runtime.txt"
   export_libtorch_env
@@ -88,4 +129,7 @@ setup_test() {
   ensure_requirements "$TXCAT_ROOT/scripts/requirements-test.txt"
   ensure_chromium
   export TXCAT_PYTHON="$TXCAT_PY"
+  # For tests/distributed_gloo.rs's NCCL case; best effort (it skips, saying why, without one).
+  TXCAT_TEST_NCCL_PLUGIN="$(build_nccl_plugin 2>/dev/null || true)"
+  export TXCAT_TEST_NCCL_PLUGIN
 }

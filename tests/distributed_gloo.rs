@@ -820,3 +820,54 @@ fn two_hosts_in_two_network_namespaces_find_each_other_by_name_and_train_like_on
         "two namespaces vs one process: {name} differs by {diff:e}"
     );
 }
+
+/// ProcessGroupNCCL comes from a plugin (csrc/nccl_plugin.cpp) the binary loads on GPU jobs;
+/// `TXCAT_DIST_BACKEND=nccl` reaches it on a CPU machine, where libtorch itself must refuse it for
+/// want of GPUs: that proves the binary loaded the plugin and the two agree on the c10d types they
+/// pass. Without a plugin, or with an unknown backend, the job says what to do instead.
+#[test]
+fn the_nccl_plugin_is_loaded_and_reached_and_a_missing_one_or_a_bad_backend_is_named() {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let model = model_without_dropout(scratch.path());
+    let run = |backend: &str, plugin: &Path| {
+        let ml = job(&model, 8, 2, &[]);
+        let out = ml
+            .command()
+            .env("TXCAT_DIST_BACKEND", backend)
+            .env("TXCAT_NCCL_PLUGIN", plugin)
+            .arg("train")
+            .output()
+            .expect("run txcat");
+        (ml, out)
+    };
+    let missing = scratch.path().join("missing/libtxcat_nccl.so");
+    let (ml, out) = run("nccl", &missing);
+    ml.assert_failed(
+        &out,
+        2,
+        &[
+            "rank 0 of 2 failed",
+            "no NCCL plugin was found",
+            "build_nccl_plugin",
+        ],
+    );
+    assert!(ml.model_dir_is_empty());
+    let (ml, out) = run("mpi", &missing);
+    ml.assert_failed(
+        &out,
+        2,
+        &["TXCAT_DIST_BACKEND=\"mpi\" is not one of auto, gloo, nccl"],
+    );
+
+    let Some(plugin) = std::env::var_os("TXCAT_TEST_NCCL_PLUGIN").filter(|p| !p.is_empty()) else {
+        eprintln!("skipped the plugin half: TXCAT_TEST_NCCL_PLUGIN is unset (scripts/test builds it with scripts/lib.sh build_nccl_plugin; a CPU wheel has no NCCL)");
+        return;
+    };
+    let (ml, out) = run("nccl", Path::new(&plugin));
+    ml.assert_failed(
+        &out,
+        1,
+        &["rank 0 of 2 failed", "ProcessGroupNCCL", "no GPUs found"],
+    );
+    assert!(ml.model_dir_is_empty());
+}

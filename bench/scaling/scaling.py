@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""bench/scaling: 2 data-parallel workers x 1 thread against 1 worker x 2 threads on one host.
+"""bench/scaling: 2 data-parallel workers x 1 thread against 1 worker x 2 threads on one host;
+with --gpus N, 1 GPU against N GPUs over NCCL (bench/gpu.sh --gpus N).
 
 Both configurations train the same global batch (`--batch`; per worker `--batch / workers`, as
 Hugging Face counts `train_batch_size`), so they take the same steps on the same rows; txcat's
@@ -8,6 +9,11 @@ final scores should agree. Rounds alternate the configurations so a slow spell o
 machine hits both. Figures come from each job's run_summary.json and metrics.json; samples/s
 are global (rank 0's steady rate x world size). Dropout masks are drawn per rank, so the two
 configurations' scores agree statistically, not to the digit.
+
+--gpus N measures weak scaling as DDP users quote it: `--batch` rows per GPU in both runs (global
+batch N x batch with N GPUs), efficiency = samples/s with N GPUs / (N x samples/s with one). The
+N-GPU job's log must say its group runs on NCCL (the plugin, csrc/nccl_plugin.cpp): a run that fell
+back to Gloo is reported as a failure, not as a figure.
 """
 import argparse
 import os
@@ -22,11 +28,14 @@ import txcat_run  # noqa: E402
 CONFIGS = (("1 worker x 2 threads", 1, 2), ("2 workers x 1 thread (Gloo)", 2, 1))
 
 
-def job(a, data, workers, threads, work):
-    hp = {"model_name_or_path": a.model, "epochs": a.epochs, "train_batch_size": a.batch // workers,
+def job(a, data, workers, threads, work, per_device_batch=None):
+    hp = {"model_name_or_path": a.model, "epochs": a.epochs,
+          "train_batch_size": per_device_batch or a.batch // workers,
           "max_length": 64, "learning_rate": "1e-4", "seed": 42, "num_threads": threads,
           "num_processes": workers, "save_strategy": "no", "baseline_tfidf": "false",
           "load_best_model_at_end": "false"}
+    if a.gpus:
+        hp["device"] = "cuda"
     channels = {"train": f"{data}/train.csv", "validation": f"{data}/val.csv"}
     root, wall = txcat_run.train(a.txcat, work, channels, hp)
     summary = txcat_run.output_json(root, "run_summary.json")
@@ -34,7 +43,10 @@ def job(a, data, workers, threads, work):
     # run_summary's steady figures are rank 0's share in a data-parallel run; the shares differ
     # by at most one row, so the global rate is that times the world size.
     world = summary.get("world_size", 1)
-    return {"steady": summary["train_steady_samples_per_second"] * world, "wall": wall,
+    with open(os.path.join(root, "job.log"), encoding="utf-8", errors="replace") as f:
+        log = f.read()
+    backend = "Nccl" if "backend=Nccl" in log else "Gloo" if "backend=Gloo" in log else "-"
+    return {"steady": summary["train_steady_samples_per_second"] * world, "wall": wall, "backend": backend,
             "world": summary.get("world_size", 1), "steps": summary["global_steps"],
             "acc": final["eval_accuracy"], "f1": final["eval_f1_macro"]}
 
@@ -47,7 +59,10 @@ def main():
     p.add_argument("--epochs", default="1")
     p.add_argument("--batch", type=int, default=32, help="global batch (per worker: batch / workers)")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--gpus", type=int, default=0, help="1 GPU against this many (NCCL); --batch is then per GPU")
     a = p.parse_args()
+    if a.gpus:
+        return gpu_scaling(a)
     work = tempfile.mkdtemp(prefix="txcat-scaling-")
     data = os.path.join(work, "data")
     subprocess.run([sys.executable, os.path.join(ROOT, "scripts/gen_transactions.py"), "--out-dir", data,
@@ -77,5 +92,39 @@ def main():
     print(f"\n2 workers x 1 thread vs 1 worker x 2 threads: {two / one:.2f}x steady samples/s.")
 
 
+def gpu_scaling(a):
+    """1 GPU against `a.gpus` GPUs, `a.batch` rows per GPU; exits non-zero when the N-GPU job did
+    not run on NCCL."""
+    work = tempfile.mkdtemp(prefix="txcat-gpu-scaling-")
+    data = os.path.join(work, "data")
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts/gen_transactions.py"), "--out-dir", data,
+                    "--rows", str(a.rows), "--eval-fraction", "0.05", "--seed", "42"], check=True)
+    configs = (("1 GPU", 1), (f"{a.gpus} GPUs (NCCL)", a.gpus))
+    runs = {name: [] for name, _ in configs}
+    for r in range(a.rounds):
+        for name, gpus in configs:
+            res = job(a, data, gpus, 4, work, per_device_batch=a.batch)
+            runs[name].append(res)
+            print(f"[scaling] round {r + 1}: {name}: {res['steady']:.1f} samples/s ({res['backend']}), "
+                  f"{res['wall']:.1f} s", file=sys.stderr, flush=True)
+    print(f"\n{a.rows} generated train rows, {a.model}, {a.epochs} epoch(s), {a.batch} rows per GPU, "
+          f"max_length 64, lr 1e-4, seed 42\n")
+    print("| configuration | world size | backend | steps | global steady samples/s (per round) | median | wall s (median) |")
+    print("|---|---|---|---|---|---|---|")
+    medians = {}
+    for name, _ in configs:
+        rs = runs[name]
+        medians[name] = statistics.median(x["steady"] for x in rs)
+        per_round = ", ".join(f"{x['steady']:.1f}" for x in rs)
+        print(f"| {name} | {rs[0]['world']} | {rs[0]['backend']} | {rs[0]['steps']} | {per_round} | "
+              f"{medians[name]:.1f} | {statistics.median(x['wall'] for x in rs):.1f} |")
+    one, many = (medians[n] for n, _ in configs)
+    print(f"\nScaling efficiency 1 -> {a.gpus} GPUs: {many / (a.gpus * one):.2f} (target >= 0.9 at 4 GPUs).")
+    if any(x["backend"] != "Nccl" for x in runs[configs[1][0]]):
+        print("bench/scaling: the multi-GPU job did not run on NCCL (no plugin? see its job.log)", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

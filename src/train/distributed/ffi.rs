@@ -52,8 +52,8 @@ extern "C" {
         timeout_ms: i64,
         out: *mut *mut RawGroup,
     ) -> *mut c_char;
-    pub fn txcat_c10d_has_nccl() -> c_int;
     pub fn txcat_c10d_nccl_new(
+        plugin: *const c_char,
         store: *const RawStore,
         rank: c_int,
         size: c_int,

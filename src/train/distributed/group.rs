@@ -1,7 +1,8 @@
-//! A c10d process group (ProcessGroupGloo, or ProcessGroupNCCL where built in) and the
+//! A c10d process group (ProcessGroupGloo, or ProcessGroupNCCL from its plugin) and the
 //! collectives training needs, over tch tensors.
 
 use std::ffi::{c_void, CString};
+use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::time::Duration;
 
@@ -83,10 +84,20 @@ fn disable_flight_recorder() {
     });
 }
 
-/// True when this build carries ProcessGroupNCCL (see build.rs).
-pub fn nccl_available() -> bool {
-    // SAFETY: no arguments, no state.
-    unsafe { ffi::txcat_c10d_has_nccl() != 0 }
+/// File name of ProcessGroupNCCL's plugin (csrc/nccl_plugin.cpp), installed next to the binary.
+pub const NCCL_PLUGIN_FILE: &str = "libtxcat_nccl.so";
+
+/// Where ProcessGroupNCCL's plugin is: `TXCAT_NCCL_PLUGIN` when set, else [`NCCL_PLUGIN_FILE`]
+/// next to the running binary (where the image puts it); `None` when that file is missing.
+pub fn nccl_plugin() -> Option<PathBuf> {
+    let path = match std::env::var_os("TXCAT_NCCL_PLUGIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => std::env::current_exe()
+            .ok()?
+            .parent()?
+            .join(NCCL_PLUGIN_FILE),
+    };
+    path.is_file().then_some(path)
 }
 
 impl ProcessGroup {
@@ -122,9 +133,11 @@ impl ProcessGroup {
         Self::finish(result, raw, rank, size, Backend::Gloo, timeout, Device::Cpu)
     }
 
-    /// Joins a ProcessGroupNCCL (tensors on CUDA device `gpu` only). Fails when this build has no
-    /// NCCL. Untested here: no machine with GPUs ran it yet.
+    /// Joins a ProcessGroupNCCL (tensors on CUDA device `gpu` only), made by the plugin at
+    /// `plugin` ([`nccl_plugin`]). Not run on a GPU yet; on a CPU machine libtorch refuses it
+    /// ("no GPUs found"), which scripts/nccl-check and tests/distributed_gloo.rs rely on.
     pub fn nccl(
+        plugin: &Path,
         store: &Store,
         rank: usize,
         size: usize,
@@ -132,13 +145,12 @@ impl ProcessGroup {
         timeout: Duration,
     ) -> Result<Self, DistError> {
         check_rank(rank, size)?;
-        if !nccl_available() {
-            return Err(DistError::NoNccl);
-        }
+        let plugin = cstr("NCCL plugin path", &plugin.to_string_lossy())?;
         let mut raw = std::ptr::null_mut();
-        // SAFETY: valid store handle and out-pointer.
+        // SAFETY: a C string, a valid store handle and an out-pointer.
         let result = ffi::check(unsafe {
             ffi::txcat_c10d_nccl_new(
+                plugin.as_ptr(),
                 store.raw(),
                 rank as i32,
                 size as i32,

@@ -1,7 +1,7 @@
 //! Data-parallel training on libtorch's own c10d: a TCPStore rendezvous, ProcessGroupGloo on the
-//! CPU (ProcessGroupNCCL on GPUs where the build has it), bound through a small C++ shim
-//! (csrc/c10d_shim.cpp, compiled by build.rs) with the safe wrappers [`Store`] and
-//! [`ProcessGroup`].
+//! CPU and ProcessGroupNCCL on GPUs (from a plugin the shim loads, csrc/nccl_plugin.cpp), bound
+//! through a small C++ shim (csrc/c10d_shim.cpp, compiled by build.rs) with the safe wrappers
+//! [`Store`] and [`ProcessGroup`].
 //!
 //! [`launch`] starts one worker per device on this host (like `torchrun`) by re-executing
 //! `txcat`; each worker [`connect`]s and hands the resulting [`DataParallel`] to training, which
@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tch::Device;
 
-pub use group::{nccl_available, Backend, GlooDevice, ProcessGroup, ReduceOp};
+pub use group::{nccl_plugin, Backend, GlooDevice, ProcessGroup, ReduceOp, NCCL_PLUGIN_FILE};
 pub use launch::WorkerEnv;
 pub use store::Store;
 
@@ -42,7 +42,7 @@ pub enum DistError {
         message: String,
         timeout_s: u64,
     },
-    #[error("distributed training on GPUs: this txcat was built without ProcessGroupNCCL; rebuild with TXCAT_NCCL=1 and CUDA_HOME set (docs/distributed.md), or train with device=cpu")]
+    #[error("distributed training: TXCAT_DIST_BACKEND=nccl but no NCCL plugin was found ({NCCL_PLUGIN_FILE} next to the txcat binary, or TXCAT_NCCL_PLUGIN); build it with scripts/lib.sh build_nccl_plugin (docs/distributed.md) or unset TXCAT_DIST_BACKEND")]
     NoNccl,
     #[error("distributed training: rank(s) {ranks:?} of {world} see other {what} than rank 0; every host must read the same hyperparameters, and each channel must be FullyReplicated or ShardedByS3Key (gathered) in every host's inputdataconfig.json")]
     Disagree {
@@ -174,7 +174,8 @@ pub fn shard<T>(rows: &[T], rank: usize, world: usize) -> &[T] {
 }
 
 /// Joins the run described by `env`: the TCPStore on the master (hosted by global rank 0),
-/// then the process group: NCCL on GPUs where built in, Gloo otherwise.
+/// then the process group: NCCL on GPUs where its plugin is installed, Gloo otherwise
+/// (`TXCAT_DIST_BACKEND` overrides).
 pub fn connect(env: &WorkerEnv, hp: &Hyperparameters) -> Result<DataParallel, DistError> {
     let timeout = Duration::from_secs(hp.dist_timeout);
     let device = match resolve_device(hp.device)? {
@@ -209,11 +210,27 @@ pub fn connect(env: &WorkerEnv, hp: &Hyperparameters) -> Result<DataParallel, Di
     })?;
     // Namespaced, so later groups (or other tools) can share the store.
     let pg_store = store.prefixed("txcat/default_pg")?;
-    let group = match device {
-        Device::Cuda(gpu) if nccl_available() => {
-            ProcessGroup::nccl(&pg_store, env.rank, env.world_size, gpu, timeout)?
+    let nccl = match (BackendChoice::from_env()?, device) {
+        (BackendChoice::Gloo, _) => None,
+        (BackendChoice::Nccl, _) => Some(nccl_plugin().ok_or(DistError::NoNccl)?),
+        (BackendChoice::Auto, Device::Cuda(_)) => {
+            let plugin = nccl_plugin();
+            if plugin.is_none() {
+                tracing::warn!("no NCCL plugin ({NCCL_PLUGIN_FILE} next to the binary): GPU workers reduce through Gloo on the host, correct but slower");
+            }
+            plugin
         }
-        _ => {
+        (BackendChoice::Auto, _) => None,
+    };
+    let group = match nccl {
+        Some(plugin) => {
+            let gpu = match device {
+                Device::Cuda(gpu) => gpu,
+                _ => env.local_rank,
+            };
+            ProcessGroup::nccl(&plugin, &pg_store, env.rank, env.world_size, gpu, timeout)?
+        }
+        None => {
             let gloo_device = match (&env.gloo_ifname, &env.gloo_hostname) {
                 (Some(ifname), _) => GlooDevice::Interface(ifname.clone()),
                 (None, Some(addr)) => GlooDevice::Hostname(addr.clone()),
@@ -227,6 +244,31 @@ pub fn connect(env: &WorkerEnv, hp: &Hyperparameters) -> Result<DataParallel, Di
     };
     tracing::info!(rank = env.rank, backend = ?group.backend(), "data-parallel group ready");
     Ok(DataParallel::new(group, device, env.local_rank))
+}
+
+/// `TXCAT_DIST_BACKEND`: `auto` (NCCL on GPUs where its plugin is installed, else Gloo), `gloo`
+/// or `nccl` (also on a CPU machine, where libtorch refuses it: how tests reach the plugin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BackendChoice {
+    Auto,
+    Gloo,
+    Nccl,
+}
+
+impl BackendChoice {
+    fn from_env() -> Result<Self, DistError> {
+        match std::env::var("TXCAT_DIST_BACKEND")
+            .as_deref()
+            .map(str::trim)
+        {
+            Err(_) | Ok("") | Ok("auto") => Ok(Self::Auto),
+            Ok("gloo") => Ok(Self::Gloo),
+            Ok("nccl") => Ok(Self::Nccl),
+            Ok(other) => Err(DistError::Invalid(format!(
+                "TXCAT_DIST_BACKEND={other:?} is not one of auto, gloo, nccl"
+            ))),
+        }
+    }
 }
 
 fn is_loopback(addr: &str) -> bool {
