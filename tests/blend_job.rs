@@ -174,7 +174,7 @@ tok = AutoTokenizer.from_pretrained(m)
 model = AutoModelForSequenceClassification.from_pretrained(m).eval()
 with torch.no_grad():
     enc = tok(d["texts"], padding=True, truncation=True, max_length=d["max_length"], return_tensors="pt")
-    p = torch.softmax(model(**enc).logits.float(), -1).numpy()
+    p = torch.softmax(model(**enc).logits.float() / s["encoder_temperature"], -1).numpy()
 b = (1 - s["weight"]) * p + s["weight"] * q
 top = np.sort(b, axis=1)
 print(json.dumps({

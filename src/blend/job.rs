@@ -70,6 +70,10 @@ pub fn for_job<E: std::fmt::Display>(
     let mut pairs = choice.blend.scalars(METRICS_KEY);
     pairs.push(("tfidf_blend_weight".into(), choice.weights.weight));
     pairs.push(("tfidf_blend_temperature".into(), choice.weights.temperature));
+    pairs.push((
+        "tfidf_blend_encoder_temperature".into(),
+        choice.weights.encoder_temperature,
+    ));
     pairs.push(("encoder_accuracy".into(), choice.encoder.accuracy));
     pairs.push(("encoder_f1_macro".into(), choice.encoder.macro_avg.f1));
     tracing::info!(
@@ -116,11 +120,12 @@ impl JobBlend {
                 seconds,
             } => (
                 json!({
-                    "model": "(1 - weight) * softmax(encoder) + weight * softmax(tf-idf SVM decision / temperature)",
+                    "model": "(1 - weight) * softmax(encoder logits / encoder_temperature) + weight * softmax(tf-idf SVM decision / temperature)",
                     "kept": saved.is_some(),
                     "chosen_on": "the evaluation rows (weight and temperature), so these scores are optimistic; bench/quality reports a separate test split",
                     "weight": choice.weights.weight,
                     "temperature": choice.weights.temperature,
+                    "encoder_temperature": choice.weights.encoder_temperature,
                     "final": choice.blend.final_json(),
                     "encoder_final": choice.encoder.final_json(),
                     "per_class": choice.blend.per_class,

@@ -2,10 +2,12 @@
 //! many rare labels the fine-tuned encoder alone can trail the tf-idf + linear SVM users run
 //! today; the two err on different rows, so a weighted sum of their probabilities beats both:
 //!
-//! `p = (1 - w) * softmax(encoder logits) + w * softmax(svm decision values / T)`
+//! `p = (1 - w) * softmax(encoder logits / T_e) + w * softmax(svm decision values / T)`
 //!
-//! `T` turns the SVM's margins into probabilities: the value on a log grid that minimises the
-//! cross-entropy of the evaluation rows (temperature scaling). `w` is then the grid value that
+//! `T` turns the SVM's margins into probabilities and `T_e` calibrates the encoder's (fine-tuned
+//! on a few hundred rows it can be far over- or under-confident): each is the value on a log grid
+//! that minimises that model's cross-entropy on the evaluation rows (temperature scaling), so the
+//! mix weighs two calibrated models. `w` is then the grid value that
 //! minimises the blend's cross-entropy on the same rows. Cross-entropy, not accuracy: on a few
 //! hundred rows accuracy + macro-F1 moves in steps of one row and drifted to whichever model
 //! happened to do well there (on oxford-pcard it picked the SVM alone, which then lost to the
@@ -24,13 +26,45 @@ use serde::Serialize;
 use crate::baseline::linear_svm::DecisionValues;
 use crate::metrics::{self, ClassificationReport, MetricsError};
 
-/// The blend's two settings.
+/// The blend's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct BlendWeights {
     /// Share of the tf-idf model, in `[0, 1]`.
     pub weight: f64,
     /// Softmax temperature of the SVM's decision values, `> 0`.
     pub temperature: f64,
+    /// Softmax temperature of the encoder's logits, `> 0` (1 in blends saved before it existed).
+    #[serde(default = "unit_temperature")]
+    pub encoder_temperature: f64,
+}
+
+fn unit_temperature() -> f64 {
+    1.0
+}
+
+/// Re-tempers row-major softmax probabilities in place: `softmax(logits) -> softmax(logits /
+/// temperature)`, computed from the probabilities (`p^(1/T)` normalised per row); a zero stays 0.
+pub fn temper_in_place(probs: &mut [f32], classes: usize, temperature: f64) {
+    if temperature == 1.0 || classes == 0 {
+        return;
+    }
+    let inv = 1.0 / temperature;
+    for row in probs.chunks_mut(classes) {
+        // Relative to the row's largest probability, so p^(1/T) cannot underflow to all zeros.
+        let max = row.iter().copied().fold(0f32, f32::max);
+        if max <= 0.0 {
+            continue;
+        }
+        let mut sum = 0f64;
+        for p in row.iter_mut() {
+            let r = (f64::from(*p) / f64::from(max)).powf(inv);
+            *p = r as f32;
+            sum += r;
+        }
+        for p in row.iter_mut() {
+            *p = (f64::from(*p) / sum) as f32;
+        }
+    }
 }
 
 /// Candidate temperatures: 0.01 .. 10 on a log grid (SVM margins are about +-1).
@@ -106,8 +140,24 @@ pub fn mean_cross_entropy(probs: &[f32], gold: &[usize], classes: usize) -> f64 
 pub fn fit_temperature(decision: &DecisionValues, gold: &[usize]) -> f64 {
     let classes = decision.num_classes();
     let nll = |t: f64| mean_cross_entropy(&svm_probabilities(decision, t), gold, classes);
+    lowest_on_temperature_grid(nll)
+}
+
+/// The temperature whose re-tempered encoder probabilities give the gold labels the lowest
+/// cross-entropy.
+pub fn fit_encoder_temperature(encoder: &[f32], gold: &[usize], classes: usize) -> f64 {
+    let nll = |t: f64| {
+        let mut probs = encoder.to_vec();
+        temper_in_place(&mut probs, classes, t);
+        mean_cross_entropy(&probs, gold, classes)
+    };
+    lowest_on_temperature_grid(nll)
+}
+
+/// The grid temperature with the lowest `loss` (1 when every loss is NaN).
+fn lowest_on_temperature_grid(loss: impl Fn(f64) -> f64) -> f64 {
     temperature_grid()
-        .map(|t| (t, nll(t)))
+        .map(|t| (t, loss(t)))
         .fold((1.0, f64::INFINITY), |best, (t, loss)| {
             if loss < best.1 {
                 (t, loss)
@@ -159,7 +209,7 @@ fn criterion(r: &ClassificationReport) -> f64 {
     r.accuracy + r.macro_avg.f1
 }
 
-/// Chooses the temperature, then the weight (lowest cross-entropy; the lower weight on a tie), on
+/// Chooses the two temperatures, then the weight (lowest cross-entropy; the lower weight on a tie), on
 /// rows with encoder probabilities `encoder` (`[rows x classes]`), SVM decision values `decision`
 /// and gold class ids `gold`.
 pub fn choose(
@@ -171,10 +221,13 @@ pub fn choose(
     let classes = label_names.len();
     let temperature = fit_temperature(decision, gold);
     let tfidf = svm_probabilities(decision, temperature);
+    let encoder_temperature = fit_encoder_temperature(encoder, gold, classes);
+    let mut calibrated = encoder.to_vec();
+    temper_in_place(&mut calibrated, classes, encoder_temperature);
     let mut grid = Vec::new();
     let mut reports = Vec::new();
     for weight in weight_grid() {
-        let mut probs = encoder.to_vec();
+        let mut probs = calibrated.clone();
         mix_into(&mut probs, &tfidf, weight);
         let report =
             metrics::classification_report(gold, &argmax_rows(&probs, classes), label_names, None)?;
@@ -193,6 +246,7 @@ pub fn choose(
         weights: BlendWeights {
             weight: grid[pick].weight,
             temperature,
+            encoder_temperature,
         },
         blend: reports.swap_remove(pick),
         encoder: encoder_report,
@@ -263,6 +317,34 @@ mod tests {
         let choice = choose(&perfect, &d, &gold, &names(2)).unwrap();
         assert!(!choice.beats_encoder());
         assert_eq!(choice.encoder.accuracy, 1.0);
+    }
+
+    #[test]
+    fn tempering_probabilities_is_a_softmax_of_the_scaled_logits() {
+        let logits = [2.0f64, 0.5, -1.0, 0.0, 0.0, 3.0];
+        let softmax = |t: f64| -> Vec<f32> {
+            logits
+                .chunks(3)
+                .flat_map(|row| {
+                    let sum: f64 = row.iter().map(|l| (l / t).exp()).sum();
+                    row.iter().map(move |l| ((l / t).exp() / sum) as f32)
+                })
+                .collect()
+        };
+        for t in [0.25, 0.5, 2.0, 7.0] {
+            let mut p = softmax(1.0);
+            temper_in_place(&mut p, 3, t);
+            for (a, b) in p.iter().zip(softmax(t)) {
+                assert!((a - b).abs() < 1e-6, "T={t}: {a} vs {b}");
+            }
+        }
+        // A sure, wrong-by-a-little encoder: calibration softens it (T > 1).
+        let over = [0.99f32, 0.01, 0.99, 0.01, 0.01, 0.99, 0.99, 0.01];
+        let t = fit_encoder_temperature(&over, &[0, 1, 1, 0], 2);
+        assert!(t > 1.0, "{t}");
+        let under = [0.6f32, 0.4, 0.6, 0.4, 0.4, 0.6, 0.6, 0.4];
+        let t = fit_encoder_temperature(&under, &[0, 0, 1, 0], 2);
+        assert!(t < 1.0, "{t}");
     }
 
     #[test]

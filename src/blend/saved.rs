@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
-use super::{mix_into, svm_probabilities, BlendWeights};
+use super::{mix_into, svm_probabilities, temper_in_place, BlendWeights};
 use crate::baseline::linear_svm::{LinearSvm, SvmError};
 use crate::baseline::tfidf::TfidfVectorizer;
 use crate::baseline::TfidfSvm;
@@ -62,7 +62,7 @@ impl SavedBlend {
     pub fn save(&self, dir: &Path) -> Result<(), BlendError> {
         let settings = Settings {
             format: FORMAT.into(),
-            about: "txcat: predictions are (1 - weight) * softmax(encoder logits) + weight * softmax(tf-idf SVM decision / temperature)".into(),
+            about: "txcat: predictions are (1 - weight) * softmax(encoder logits / encoder_temperature) + weight * softmax(tf-idf SVM decision / temperature)".into(),
             labels: self.labels.clone(),
             weights: self.weights,
             tfidf: serde_json::json!({
@@ -139,12 +139,16 @@ impl SavedBlend {
             ));
         }
         let w = settings.weights;
-        if !(0.0..=1.0).contains(&w.weight) || w.temperature.is_nan() || w.temperature <= 0.0 {
+        let positive = |t: f64| t.is_finite() && t > 0.0;
+        if !(0.0..=1.0).contains(&w.weight)
+            || !positive(w.temperature)
+            || !positive(w.encoder_temperature)
+        {
             return Err(bad(
                 &path,
                 format!(
-                    "weight {} / temperature {} out of range",
-                    w.weight, w.temperature
+                    "weight {} / temperature {} / encoder_temperature {} out of range",
+                    w.weight, w.temperature, w.encoder_temperature
                 ),
             ));
         }
@@ -198,6 +202,7 @@ impl SavedBlend {
     pub fn apply<S: AsRef<str>>(&self, texts: &[S], encoder: &mut [f32]) -> Result<(), BlendError> {
         let decision = self.model.decision(texts)?;
         let tfidf = svm_probabilities(&decision, self.weights.temperature);
+        temper_in_place(encoder, self.labels.len(), self.weights.encoder_temperature);
         mix_into(encoder, &tfidf, self.weights.weight);
         Ok(())
     }
@@ -235,6 +240,7 @@ mod tests {
             weights: BlendWeights {
                 weight: 0.4,
                 temperature: 0.3,
+                encoder_temperature: 0.5,
             },
             labels: strings(&["fuel", "groceries", "income", "unseen"]),
         }

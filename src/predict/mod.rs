@@ -353,6 +353,7 @@ pub fn run(args: &PredictArgs) -> Result<(), PredictError> {
         tracing::info!(
             weight = b.weight,
             temperature = b.temperature,
+            encoder_temperature = b.encoder_temperature,
             "mixing in the model's tf-idf blend (--encoder-only for the encoder alone)"
         );
     }

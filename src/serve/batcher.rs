@@ -123,6 +123,7 @@ fn load(dir: &Path, precision: ServePrecision) -> Result<Predictor, InferenceErr
         tracing::info!(
             weight = b.weight,
             temperature = b.temperature,
+            encoder_temperature = b.encoder_temperature,
             "the model directory holds a tf-idf blend: predictions mix it in"
         );
     }
