@@ -42,6 +42,13 @@ pub enum DistError {
         message: String,
         timeout_s: u64,
     },
+    #[error("distributed training: rank {rank} of {world} could not create its {backend} process group: {message}")]
+    Backend {
+        rank: usize,
+        world: usize,
+        backend: &'static str,
+        message: String,
+    },
     #[error("distributed training: TXCAT_DIST_BACKEND=nccl but no NCCL plugin was found ({NCCL_PLUGIN_FILE} next to the txcat binary, or TXCAT_NCCL_PLUGIN); build it with scripts/lib.sh build_nccl_plugin (docs/distributed.md) or unset TXCAT_DIST_BACKEND")]
     NoNccl,
     #[error("distributed training: rank(s) {ranks:?} of {world} see other {what} than rank 0; every host must read the same hyperparameters, and each channel must be FullyReplicated or ShardedByS3Key (gathered) in every host's inputdataconfig.json")]
