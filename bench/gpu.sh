@@ -10,11 +10,11 @@
 #   needs (dill, multiprocess), for Python 3.12.
 # There (repo root, with .dev/gpu-kit carried along):   bench/gpu.sh [--rows 50000] [--epochs 1]
 #       [--batch-size 32] [--model base] [--impls txcat,recipe,tuned]
-# There, on a machine with N >= 2 GPUs:                   bench/gpu.sh --gpus N [--rows 50000]
+# There, on a machine with N GPUs:                        bench/gpu.sh --gpus N [--rows 50000]
 #   data-parallel scaling instead (issue 15): the same job on 1 GPU and on N GPUs over NCCL (the
 #   kit's libtxcat_nccl.so), --batch-size rows per GPU; prints efficiency = N-GPU samples/s /
 #   (N x 1-GPU samples/s) (target >= 0.9 at N = 4 with the base model) and fails if the N-GPU
-#   job did not run on NCCL.
+#   job did not run on NCCL. --gpus 1 (one GPU) runs the NCCL path as a group of one rank.
 # Here, to check everything but the GPU itself:          bench/gpu.sh --cpu-smoke
 #   runs the same steps with the kit's binary and tokenizer on a tiny model, 300 rows, CPU, the
 #   dev venv's python, nothing recorded (the kit must be prepared first).

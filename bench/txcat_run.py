@@ -8,9 +8,9 @@ import tempfile
 import time
 
 
-def train(txcat, work, channels, hp, root=None):
-    """Runs the job in `root` (default: a fresh folder under `work`); returns (root, wall
-    seconds); exits with the log's tail if the job fails."""
+def train(txcat, work, channels, hp, root=None, env=None):
+    """Runs the job in `root` (default: a fresh folder under `work`), with `env` added to the
+    environment; returns (root, wall seconds); exits with the log's tail if the job fails."""
     root = root or tempfile.mkdtemp(dir=work)
     os.makedirs(root, exist_ok=True)
     args = [txcat, "train", "--root", root]
@@ -21,7 +21,8 @@ def train(txcat, work, channels, hp, root=None):
     log = os.path.join(root, "job.log")
     start = time.perf_counter()
     with open(log, "w", encoding="utf-8") as f:
-        rc = subprocess.run(args, stdout=f, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(args, stdout=f, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, **env) if env else None).returncode
     seconds = time.perf_counter() - start
     if rc != 0:
         with open(log, encoding="utf-8", errors="replace") as f:

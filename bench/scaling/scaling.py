@@ -13,11 +13,14 @@ configurations' scores agree statistically, not to the digit.
 --gpus N measures weak scaling as DDP users quote it: `--batch` rows per GPU in both runs (global
 batch N x batch with N GPUs), efficiency = samples/s with N GPUs / (N x samples/s with one). The
 N-GPU job's log must say its group runs on NCCL (the plugin, csrc/nccl_plugin.cpp): a run that fell
-back to Gloo is reported as a failure, not as a figure.
+back to Gloo is reported as a failure, not as a figure. With --gpus 1 the second job is one
+torchrun-style worker (RANK=0, WORLD_SIZE=1) forced onto NCCL: a machine with one GPU then runs
+the whole NCCL path (plugin, communicator, broadcast, allreduce) and shows its cost.
 """
 import argparse
 import os
 import statistics
+import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +31,7 @@ import txcat_run  # noqa: E402
 CONFIGS = (("1 worker x 2 threads", 1, 2), ("2 workers x 1 thread (Gloo)", 2, 1))
 
 
-def job(a, data, workers, threads, work, per_device_batch=None):
+def job(a, data, workers, threads, work, per_device_batch=None, env=None):
     hp = {"model_name_or_path": a.model, "epochs": a.epochs,
           "train_batch_size": per_device_batch or a.batch // workers,
           "max_length": 64, "learning_rate": "1e-4", "seed": 42, "num_threads": threads,
@@ -37,7 +40,9 @@ def job(a, data, workers, threads, work, per_device_batch=None):
     if a.gpus:
         hp["device"] = "cuda"
     channels = {"train": f"{data}/train.csv", "validation": f"{data}/val.csv"}
-    root, wall = txcat_run.train(a.txcat, work, channels, hp)
+    if env and "WORLD_SIZE" in env:
+        del hp["num_processes"]  # a torchrun-style worker: the variables say the world
+    root, wall = txcat_run.train(a.txcat, work, channels, hp, env=env)
     summary = txcat_run.output_json(root, "run_summary.json")
     final = txcat_run.output_json(root, "metrics.json")["final"]
     # run_summary's steady figures are rank 0's share in a data-parallel run; the shares differ
@@ -99,11 +104,19 @@ def gpu_scaling(a):
     data = os.path.join(work, "data")
     subprocess.run([sys.executable, os.path.join(ROOT, "scripts/gen_transactions.py"), "--out-dir", data,
                     "--rows", str(a.rows), "--eval-fraction", "0.05", "--seed", "42"], check=True)
-    configs = (("1 GPU", 1), (f"{a.gpus} GPUs (NCCL)", a.gpus))
-    runs = {name: [] for name, _ in configs}
+    if a.gpus == 1:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        one_rank = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                    "MASTER_PORT": str(port), "TXCAT_DIST_BACKEND": "nccl"}
+        configs = (("1 GPU", 1, None), ("1 GPU, an NCCL group of one rank", 1, one_rank))
+    else:
+        configs = (("1 GPU", 1, None), (f"{a.gpus} GPUs (NCCL)", a.gpus, None))
+    runs = {name: [] for name, _, _ in configs}
     for r in range(a.rounds):
-        for name, gpus in configs:
-            res = job(a, data, gpus, 4, work, per_device_batch=a.batch)
+        for name, gpus, env in configs:
+            res = job(a, data, gpus, 4, work, per_device_batch=a.batch, env=env)
             runs[name].append(res)
             print(f"[scaling] round {r + 1}: {name}: {res['steady']:.1f} samples/s ({res['backend']}), "
                   f"{res['wall']:.1f} s", file=sys.stderr, flush=True)
@@ -112,14 +125,17 @@ def gpu_scaling(a):
     print("| configuration | world size | backend | steps | global steady samples/s (per round) | median | wall s (median) |")
     print("|---|---|---|---|---|---|---|")
     medians = {}
-    for name, _ in configs:
+    for name, _, _ in configs:
         rs = runs[name]
         medians[name] = statistics.median(x["steady"] for x in rs)
         per_round = ", ".join(f"{x['steady']:.1f}" for x in rs)
         print(f"| {name} | {rs[0]['world']} | {rs[0]['backend']} | {rs[0]['steps']} | {per_round} | "
               f"{medians[name]:.1f} | {statistics.median(x['wall'] for x in rs):.1f} |")
-    one, many = (medians[n] for n, _ in configs)
-    print(f"\nScaling efficiency 1 -> {a.gpus} GPUs: {many / (a.gpus * one):.2f} (target >= 0.9 at 4 GPUs).")
+    one, many = (medians[n] for n, _, _ in configs)
+    if a.gpus == 1:
+        print(f"\nAn NCCL group of one rank trains at {many / one:.2f}x the plain one-GPU job (the NCCL path's cost).")
+    else:
+        print(f"\nScaling efficiency 1 -> {a.gpus} GPUs: {many / (a.gpus * one):.2f} (target >= 0.9 at 4 GPUs).")
     if any(x["backend"] != "Nccl" for x in runs[configs[1][0]]):
         print("bench/scaling: the multi-GPU job did not run on NCCL (no plugin? see its job.log)", file=sys.stderr)
         return 1
