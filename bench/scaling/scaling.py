@@ -56,6 +56,39 @@ def job(a, data, workers, threads, work, per_device_batch=None, env=None):
             "acc": final["eval_accuracy"], "f1": final["eval_f1_macro"]}
 
 
+def generate(a, prefix, eval_fraction):
+    """A work folder and generated train/val CSVs in it."""
+    work = tempfile.mkdtemp(prefix=prefix)
+    data = os.path.join(work, "data")
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts/gen_transactions.py"), "--out-dir", data,
+                    "--rows", str(a.rows), "--eval-fraction", str(eval_fraction), "--seed", "42"], check=True)
+    return work, data
+
+
+def run_rounds(a, configs, run):
+    """`run(config)` for each config in turn, `a.rounds` times; the results per config name
+    (a config's first field), and their median steady samples/s."""
+    runs = {c[0]: [] for c in configs}
+    for r in range(a.rounds):
+        for c in configs:
+            res = run(c)
+            runs[c[0]].append(res)
+            print(f"[scaling] round {r + 1}: {c[0]}: {res['steady']:.1f} samples/s ({res['backend']}), "
+                  f"{res['wall']:.1f} s, acc {res['acc']:.4f}", file=sys.stderr, flush=True)
+    return runs, {name: statistics.median(x["steady"] for x in rs) for name, rs in runs.items()}
+
+
+def print_table(runs, medians):
+    """One markdown row per configuration, per-round figures joined."""
+    print("| configuration | world size | backend | steps | global steady samples/s (per round) | median | wall s (median) | eval accuracy | eval macro-F1 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, rs in runs.items():
+        joined = lambda key, fmt: ", ".join(format(x[key], fmt) for x in rs)
+        wall = statistics.median(x["wall"] for x in rs)
+        print(f"| {name} | {rs[0]['world']} | {rs[0]['backend']} | {rs[0]['steps']} | {joined('steady', '.1f')} | "
+              f"{medians[name]:.1f} | {wall:.1f} | {joined('acc', '.4f')} | {joined('f1', '.4f')} |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--txcat", required=True)
@@ -68,42 +101,21 @@ def main():
     a = p.parse_args()
     if a.gpus:
         return gpu_scaling(a)
-    work = tempfile.mkdtemp(prefix="txcat-scaling-")
-    data = os.path.join(work, "data")
-    subprocess.run([sys.executable, os.path.join(ROOT, "scripts/gen_transactions.py"), "--out-dir", data,
-                    "--rows", str(a.rows), "--eval-fraction", "0.2", "--seed", "42"], check=True)
-    runs = {name: [] for name, _, _ in CONFIGS}
-    for r in range(a.rounds):
-        for name, workers, threads in CONFIGS:
-            res = job(a, data, workers, threads, work)
-            runs[name].append(res)
-            print(f"[scaling] round {r + 1}: {name}: {res['steady']:.1f} samples/s, {res['wall']:.1f} s, "
-                  f"acc {res['acc']:.4f}", file=sys.stderr, flush=True)
+    work, data = generate(a, "txcat-scaling-", 0.2)
+    runs, medians = run_rounds(a, CONFIGS, lambda c: job(a, data, c[1], c[2], work))
     load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else ["?"]
     print(f"\n{a.rows} generated train rows, MiniLM, {a.epochs} epoch(s), global batch {a.batch}, "
           f"max_length 64, lr 1e-4, seed 42, {os.cpu_count()} cores; load average at the end {' '.join(load)}\n")
-    print("| configuration | world size | steps | global steady samples/s (per round) | median | wall s (median) | eval accuracy | eval macro-F1 |")
-    print("|---|---|---|---|---|---|---|---|")
-    medians = {}
-    for name, _, _ in CONFIGS:
-        rs = runs[name]
-        med = statistics.median(x["steady"] for x in rs)
-        medians[name] = med
-        joined = lambda key, fmt: ", ".join(format(x[key], fmt) for x in rs)
-        wall = statistics.median(x["wall"] for x in rs)
-        print(f"| {name} | {rs[0]['world']} | {rs[0]['steps']} | {joined('steady', '.1f')} | {med:.1f} | "
-              f"{wall:.1f} | {joined('acc', '.4f')} | {joined('f1', '.4f')} |")
+    print_table(runs, medians)
     one, two = (medians[n] for n, _, _ in CONFIGS)
     print(f"\n2 workers x 1 thread vs 1 worker x 2 threads: {two / one:.2f}x steady samples/s.")
+    return 0
 
 
 def gpu_scaling(a):
     """1 GPU against `a.gpus` GPUs, `a.batch` rows per GPU; exits non-zero when the N-GPU job did
     not run on NCCL."""
-    work = tempfile.mkdtemp(prefix="txcat-gpu-scaling-")
-    data = os.path.join(work, "data")
-    subprocess.run([sys.executable, os.path.join(ROOT, "scripts/gen_transactions.py"), "--out-dir", data,
-                    "--rows", str(a.rows), "--eval-fraction", "0.05", "--seed", "42"], check=True)
+    work, data = generate(a, "txcat-gpu-scaling-", 0.05)
     if a.gpus == 1:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -113,25 +125,11 @@ def gpu_scaling(a):
         configs = (("1 GPU", 1, None), ("1 GPU, an NCCL group of one rank", 1, one_rank))
     else:
         configs = (("1 GPU", 1, None), (f"{a.gpus} GPUs (NCCL)", a.gpus, None))
-    runs = {name: [] for name, _, _ in configs}
-    for r in range(a.rounds):
-        for name, gpus, env in configs:
-            res = job(a, data, gpus, 4, work, per_device_batch=a.batch, env=env)
-            runs[name].append(res)
-            print(f"[scaling] round {r + 1}: {name}: {res['steady']:.1f} samples/s ({res['backend']}), "
-                  f"{res['wall']:.1f} s", file=sys.stderr, flush=True)
+    runs, medians = run_rounds(a, configs, lambda c: job(a, data, c[1], 4, work, per_device_batch=a.batch, env=c[2]))
     print(f"\n{a.rows} generated train rows, {a.model}, {a.epochs} epoch(s), {a.batch} rows per GPU, "
           f"max_length 64, lr 1e-4, seed 42\n")
-    print("| configuration | world size | backend | steps | global steady samples/s (per round) | median | wall s (median) |")
-    print("|---|---|---|---|---|---|---|")
-    medians = {}
-    for name, _, _ in configs:
-        rs = runs[name]
-        medians[name] = statistics.median(x["steady"] for x in rs)
-        per_round = ", ".join(f"{x['steady']:.1f}" for x in rs)
-        print(f"| {name} | {rs[0]['world']} | {rs[0]['backend']} | {rs[0]['steps']} | {per_round} | "
-              f"{medians[name]:.1f} | {statistics.median(x['wall'] for x in rs):.1f} |")
-    one, many = (medians[n] for n, _, _ in configs)
+    print_table(runs, medians)
+    one, many = (medians[c[0]] for c in configs)
     if a.gpus == 1:
         print(f"\nAn NCCL group of one rank trains at {many / one:.2f}x the plain one-GPU job (the NCCL path's cost).")
     else:
