@@ -78,6 +78,7 @@ fn adamw_and_clipping_match_pytorch() {
         &vs,
         AdamWConfig {
             weight_decay: wd,
+            head_lr_scale: 1.0,
             ..AdamWConfig::default()
         },
     )
@@ -147,6 +148,7 @@ fn adamw_and_clipping_match_pytorch() {
         &vs2,
         AdamWConfig {
             weight_decay: wd,
+            head_lr_scale: 1.0,
             ..AdamWConfig::default()
         },
     )

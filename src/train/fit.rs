@@ -579,6 +579,9 @@ fn fit_loop<M: ClassifierModel>(
             beta2: hp.adam_beta2,
             eps: hp.adam_epsilon,
             weight_decay: hp.weight_decay,
+            head_lr_scale: hp
+                .classifier_learning_rate
+                .map_or(1.0, |head| head / hp.learning_rate),
         },
     )?;
     if let Some(dp) = dp {

@@ -63,6 +63,9 @@ pub struct AdamWConfig {
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+    /// The classification head's learning rate as a multiple of everyone else's (1 = the same):
+    /// its step size and decoupled weight decay scale with it, every step of the schedule.
+    pub head_lr_scale: f64,
 }
 
 impl Default for AdamWConfig {
@@ -72,8 +75,15 @@ impl Default for AdamWConfig {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 0.0,
+            head_lr_scale: 1.0,
         }
     }
+}
+
+/// Whether a variable belongs to the classification head the fine-tune adds on top of the
+/// encoder: `classifier.*` and DistilBERT's `pre_classifier.*` (BERT's pooler comes pretrained).
+pub fn is_head(name: &str) -> bool {
+    name.starts_with("classifier.") || name.starts_with("pre_classifier.")
 }
 
 /// Whether HF's `Trainer` applies weight decay to a variable: never to biases or normalisation
@@ -98,6 +108,9 @@ struct Slot {
     shape: Vec<i64>,
     offset: i64,
     numel: i64,
+    /// This variable's learning rate as a multiple of the step's ([`AdamWConfig::head_lr_scale`]
+    /// for the head, else 1).
+    lr_scale: f64,
     /// Where the variable's data must live while bound to the flat buffer.
     param_ptr: usize,
     grad_ptr: usize,
@@ -197,6 +210,11 @@ impl AdamW {
             }
             slots.push(Slot {
                 shape: var.size(),
+                lr_scale: if is_head(&name) {
+                    config.head_lr_scale
+                } else {
+                    1.0
+                },
                 name,
                 var,
                 offset,
@@ -560,10 +578,21 @@ impl AdamW {
             unreachable!("checked on_host above");
         };
         if c.weight_decay != 0.0 && self.decay_numel > 0 {
+            let decay = 1.0 - lr * c.weight_decay;
             let _ = self
                 .params
                 .f_narrow(0, 0, self.decay_numel)?
-                .f_mul_scalar_(1.0 - lr * c.weight_decay)?;
+                .f_mul_scalar_(decay)?;
+            // Head variables decay at their own rate: the ratio on their slices.
+            for slot in self.slots.iter().filter(|s| s.lr_scale != 1.0) {
+                if slot.offset < self.decay_numel && decay != 0.0 {
+                    let head = 1.0 - lr * slot.lr_scale * c.weight_decay;
+                    let _ = self
+                        .params
+                        .f_narrow(0, slot.offset, slot.numel)?
+                        .f_mul_scalar_(head / decay)?;
+                }
+            }
         }
         let _ = self.exp_avg.f_lerp_(g, 1.0 - c.beta1)?;
         // v = b2*v + (1-b2)*g^2 as a lerp towards g^2, staged in the scratch buffer: two passes
@@ -583,6 +612,12 @@ impl AdamW {
         let _ = self.exp_avg_sq.f_sqrt_out(scratch)?;
         let _ = scratch.f_mul_scalar_(-1.0 / (step_size * bias_correction2_sqrt))?;
         let _ = scratch.f_add_scalar_(-c.eps / step_size)?;
+        // A head variable's step is lr_scale times larger: its denominators that much smaller.
+        for slot in self.slots.iter().filter(|s| s.lr_scale != 1.0) {
+            let _ = scratch
+                .f_narrow(0, slot.offset, slot.numel)?
+                .f_mul_scalar_(1.0 / slot.lr_scale)?;
+        }
         let _ = self.params.f_addcdiv_(&self.exp_avg, scratch)?;
         Ok(())
     }
@@ -614,7 +649,16 @@ impl AdamW {
                 continue;
             }
             let (offset, len) = (slot.offset as usize, slot.numel as usize);
-            let decay = self.decay_of(slot, decay);
+            let (decay, k) = if slot.lr_scale == 1.0 {
+                (self.decay_of(slot, decay), k)
+            } else {
+                let scaled = (1.0 - lr * slot.lr_scale * c.weight_decay) as f32;
+                let step_size = (f64::from(k.step_size) * slot.lr_scale) as f32;
+                (
+                    self.decay_of(slot, scaled),
+                    host::Coefficients { step_size, ..k },
+                )
+            };
             // SAFETY: distinct ranges of the three flat fp32 CPU buffers, and an owned
             // contiguous fp32 gradient (settled above); nothing else runs during the update
             // (autograd is idle between backward and step).
@@ -633,13 +677,14 @@ impl AdamW {
                     m,
                     v,
                     decay,
+                    k,
                 }),
                 // No gradient this step: PyTorch would skip the variable; HF models always
                 // produce one, so a zero gradient keeps the update uniform.
                 None => host::adamw_zero_grad(p, m, v, decay, k),
             }
         }
-        host::adamw(spans, k);
+        host::adamw(spans);
         if let Some(table) = lazy {
             let mut table = table.borrow_mut();
             let table_decay = self.decay_of(&self.slots[table.slot], decay);
@@ -957,6 +1002,12 @@ mod tests {
     /// must compute the same AdamW + clipping, weight decay and lr-0 steps included.
     #[test]
     fn host_update_matches_tensor_kernel_path() {
+        for scale in [1.0, 3.0] {
+            host_update_matches_tensor_kernel_path_with(scale);
+        }
+    }
+
+    fn host_update_matches_tensor_kernel_path_with(head_lr_scale: f64) {
         let run = |kind: Kind| -> Vec<f64> {
             let mut vs = nn::VarStore::new(Device::Cpu);
             let init = Tensor::from_slice(&[0.5f64, -1.0, 2.0, 0.25, -0.75, 1.5]);
@@ -971,6 +1022,7 @@ mod tests {
             vs.set_kind(kind);
             let config = AdamWConfig {
                 weight_decay: 0.1,
+                head_lr_scale,
                 ..AdamWConfig::default()
             };
             let mut opt = AdamW::new(&vs, config).unwrap();
@@ -1001,6 +1053,35 @@ mod tests {
         assert!((host[0] - 0.5).abs() > 1e-3, "{host:?}");
     }
 
+    #[test]
+    fn the_head_steps_head_lr_scale_times_as_far_as_the_encoder_on_both_paths() {
+        for kind in [Kind::Float, Kind::Double] {
+            let mut vs = nn::VarStore::new(Device::Cpu);
+            let encoder = vs
+                .root()
+                .sub("encoder")
+                .var_copy("weight", &Tensor::ones([3], (Kind::Float, Device::Cpu)));
+            let head = vs
+                .root()
+                .sub("classifier")
+                .var_copy("weight", &Tensor::ones([3], (Kind::Float, Device::Cpu)));
+            vs.set_kind(kind);
+            let config = AdamWConfig {
+                head_lr_scale: 4.0,
+                ..AdamWConfig::default()
+            };
+            let mut opt = AdamW::new(&vs, config).unwrap();
+            let loss = (&encoder * &head).sum(kind);
+            opt.backward(&loss).unwrap();
+            opt.step(0.01).unwrap();
+            // Adam's first step moves every element by ~lr against the gradient's sign.
+            let moved =
+                |t: &Tensor| 1.0 - t.to_kind(Kind::Double).mean(Kind::Double).double_value(&[]);
+            assert!((moved(&encoder) - 0.01).abs() < 1e-6, "{kind:?}");
+            assert!((moved(&head) - 0.04).abs() < 1e-6, "{kind:?}");
+        }
+    }
+
     /// Trains a lookup table + linear head with the host optimizer, the table either lazy
     /// (sparse gradients) or dense; returns the weights and moments, flattened.
     fn train_table(lazy: bool, max_norm: f64, accumulate: bool) -> Vec<Vec<f32>> {
@@ -1021,6 +1102,7 @@ mod tests {
             &vs,
             AdamWConfig {
                 weight_decay: 0.1,
+                head_lr_scale: 1.0,
                 ..AdamWConfig::default()
             },
         )
@@ -1085,6 +1167,7 @@ mod tests {
             &vs,
             AdamWConfig {
                 weight_decay: 0.05,
+                head_lr_scale: 1.0,
                 ..AdamWConfig::default()
             },
         )
@@ -1200,6 +1283,7 @@ mod tests {
             let table = vs.root().sub("emb").var_copy("weight", &init);
             let config = AdamWConfig {
                 weight_decay: 0.05,
+                head_lr_scale: 1.0,
                 ..AdamWConfig::default()
             };
             let mut opt = AdamW::new(&vs, config).unwrap();

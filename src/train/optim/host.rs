@@ -55,7 +55,8 @@ impl Split for &mut [f32] {
     }
 }
 
-/// Matching slices of parameters, gradients and moments, with the step's weight-decay factor.
+/// Matching slices of parameters, gradients and moments, with the step's weight-decay factor
+/// and coefficients (a variable with its own learning rate has its own step size).
 #[derive(Debug)]
 pub struct Span<'a> {
     pub p: &'a mut [f32],
@@ -63,6 +64,7 @@ pub struct Span<'a> {
     pub m: &'a mut [f32],
     pub v: &'a mut [f32],
     pub decay: f32,
+    pub k: Coefficients,
 }
 
 impl Split for Span<'_> {
@@ -81,6 +83,7 @@ impl Split for Span<'_> {
                 m: m0,
                 v: v0,
                 decay: self.decay,
+                k: self.k,
             },
             Span {
                 p: p1,
@@ -88,6 +91,7 @@ impl Split for Span<'_> {
                 m: m1,
                 v: v1,
                 decay: self.decay,
+                k: self.k,
             },
         )
     }
@@ -157,11 +161,11 @@ where
     })
 }
 
-/// One AdamW step over every span.
-pub fn adamw(spans: Vec<Span<'_>>, k: Coefficients) {
+/// One AdamW step over every span, each with its own coefficients.
+pub fn adamw(spans: Vec<Span<'_>>) {
     map_split(spans, |group| {
         for s in group {
-            adamw_serial(s.p, s.g, s.m, s.v, s.decay, k);
+            adamw_serial(s.p, s.g, s.m, s.v, s.decay, s.k);
         }
     });
 }
