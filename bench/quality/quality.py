@@ -19,6 +19,7 @@ import csv
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -114,8 +115,8 @@ def tfidf(train, val, test):
     return scores([l for _, l in te], list(pred)), seconds
 
 
-def txcat_job(txcat, model, train, val, hp, work, threads):
-    fixed = {"model_name_or_path": model, "num_threads": threads, "save_strategy": "no", "seed": 42,
+def txcat_job(txcat, model, train, val, hp, work, threads, seed=42):
+    fixed = {"model_name_or_path": model, "num_threads": threads, "save_strategy": "no", "seed": seed,
              "unseen_eval_labels": "drop"}
     root, seconds = txcat_run.train(txcat, work, {"train": train, "validation": val}, dict(fixed, **hp))
     return os.path.join(root, "model"), txcat_run.output_json(root, "metrics.json"), seconds
@@ -142,7 +143,10 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", help="also write the raw results here")
     p.add_argument("--new", default="", help="override the new recipe: k=v,k=v (hyperparameters)")
+    p.add_argument("--seeds", default="42",
+                   help="training seeds, comma-separated: each txcat row is the mean over them (the splits stay fixed)")
     a = p.parse_args()
+    seeds = [int(x) for x in a.seeds.split(",") if x]
     new = dict(NEW, **dict(kv.split("=", 1) for kv in a.new.split(",") if kv))
     print(f"[quality] new recipe: {new}", file=sys.stderr, flush=True)
     work = tempfile.mkdtemp(prefix="txcat-quality-")
@@ -153,19 +157,26 @@ def main():
         (acc, f1), secs = tfidf(train, val, test)
         rows = [("tf-idf 1-2-gram + LinearSVC (scikit-learn)", acc, f1, secs, "wall s: fit on train + score val")]
         in_job = None
-        for recipe, hp in (("old defaults", dict(OLD, blend_tfidf="false")), ("new recipe", new)):
-            model_dir, metrics, secs = txcat_job(a.txcat, a.model, train, val, hp, work, a.threads)
-            acc, f1 = txcat_predict(a.txcat, model_dir, test, work, encoder_only=True)
-            rows.append((f"txcat encoder, {recipe}", acc, f1, secs, ""))
-            if in_job is None and "tfidf_baseline" in metrics:
-                in_job = metrics["tfidf_baseline"]["seconds"]
-            blend = metrics.get("tfidf_blend")
-            if blend is not None and recipe == "new recipe":
-                acc, f1 = txcat_predict(a.txcat, model_dir, test, work, encoder_only=False)
-                note = (f"weight {blend['weight']:.2f}, temperature {blend['temperature']:.3f}"
-                        if blend.get("kept") else "blend not kept (encoder alone)")
-                rows.append(("txcat as shipped, new recipe (encoder + tf-idf blend)", acc, f1, secs, note))
-            print(f"[quality] {name}: {recipe} done in {secs:.0f} s", file=sys.stderr, flush=True)
+        runs = {}  # row name -> [(acc, f1, secs, note)] over the seeds
+        for seed in seeds:
+            for recipe, hp in (("old defaults", dict(OLD, blend_tfidf="false")), ("new recipe", new)):
+                model_dir, metrics, secs = txcat_job(a.txcat, a.model, train, val, hp, work, a.threads, seed)
+                acc, f1 = txcat_predict(a.txcat, model_dir, test, work, encoder_only=True)
+                runs.setdefault(f"txcat encoder, {recipe}", []).append((acc, f1, secs, ""))
+                if in_job is None and "tfidf_baseline" in metrics:
+                    in_job = metrics["tfidf_baseline"]["seconds"]
+                blend = metrics.get("tfidf_blend")
+                if blend is not None and recipe == "new recipe":
+                    acc, f1 = txcat_predict(a.txcat, model_dir, test, work, encoder_only=False)
+                    note = (f"weight {blend['weight']:.2f}" if blend.get("kept") else "not kept")
+                    runs.setdefault("txcat as shipped, new recipe (encoder + tf-idf blend)", []).append(
+                        (acc, f1, secs, note))
+                print(f"[quality] {name}: {recipe}, seed {seed} done in {secs:.0f} s", file=sys.stderr, flush=True)
+        for row, rs in runs.items():
+            mean = lambda i: statistics.mean(r[i] for r in rs)
+            note = "; ".join(f"seed {sd}: {r[0]:.3f} / {r[1]:.3f}{', ' + r[3] if r[3] else ''}"
+                             for sd, r in zip(seeds, rs)) if len(seeds) > 1 else rs[0][3]
+            rows.append((row if len(seeds) == 1 else f"{row}, mean of {len(seeds)} seeds", mean(0), mean(1), mean(2), note))
         results.append({"dataset": name, "sizes": sizes, "labels": labels, "rows": rows,
                         "sklearn_s": rows[0][3], "in_job_s": in_job})
 
