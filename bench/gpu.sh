@@ -15,6 +15,10 @@
 #   kit's libtxcat_nccl.so), --batch-size rows per GPU; prints efficiency = N-GPU samples/s /
 #   (N x 1-GPU samples/s) (target >= 0.9 at N = 4 with the base model) and fails if the N-GPU
 #   job did not run on NCCL. --gpus 1 (one GPU) runs the NCCL path as a group of one rank.
+# There, first of all (a few minutes):                   bench/gpu.sh --check
+#   the GPU path's first run (issue 18): the binary must load libtorch's CUDA backend
+#   (RUST_LOG=debug says "CUDA backend loaded"), then --gpus 1 on the tiny model and 2,000 rows: a
+#   plain job on the GPU and the same as an NCCL group of one rank through the kit's plugin.
 # Here, to check everything but the GPU itself:          bench/gpu.sh --cpu-smoke
 #   runs the same steps with the kit's binary and tokenizer on a tiny model, 300 rows, CPU, the
 #   dev venv's python, nothing recorded (the kit must be prepared first).
@@ -61,7 +65,7 @@ if [ "${1:-}" = --prepare ]; then
   exit 0
 fi
 
-rows=50000 epochs=1 batch=32 impls="txcat,recipe,tuned" model=base smoke=0 gpus=0
+rows=50000 epochs=1 batch=32 impls="txcat,recipe,tuned" model=base smoke=0 gpus=0 check=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu-smoke) smoke=1; rows=300; model=tiny; shift ;;
@@ -71,6 +75,7 @@ while [ $# -gt 0 ]; do
     --batch-size) batch="$2"; shift 2 ;;
     --impls) impls="$2"; shift 2 ;;
     --gpus) gpus="$2"; shift 2 ;;
+    --check) check=1; gpus=1; model=tiny; rows=2000; shift ;;
     *) echo "bench/gpu.sh: unknown option '$1' (see the header of bench/gpu.sh)" >&2; exit 2 ;;
   esac
 done
@@ -115,6 +120,11 @@ export BENCH_PY="$PY" TXCAT_BIN="$KIT/txcat" BENCH_TOKENIZER_DIR="$KIT/tokenizer
 export BENCH_TIMEOUT="${BENCH_TIMEOUT:-150}"
 [ "$smoke" = 1 ] || nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
+if [ "$check" = 1 ]; then
+  RUST_LOG=debug "$TXCAT_BIN" --help 2>&1 | grep "CUDA backend" || true
+  RUST_LOG=debug "$TXCAT_BIN" --help 2>&1 | grep -q "CUDA backend loaded" || {
+    echo "bench/gpu.sh --check: the binary did not load libtorch_cuda.so (see the line above; docs/container.md)" >&2; exit 1; }
+fi
 if [ "$gpus" -gt 0 ]; then
   [ -f "$KIT/libtxcat_nccl.so" ] || { echo "bench/gpu.sh: $KIT/libtxcat_nccl.so missing; rerun bench/gpu.sh --prepare" >&2; exit 2; }
   visible="$("$PY" -c 'import torch; print(torch.cuda.device_count())')"
