@@ -871,3 +871,40 @@ fn the_nccl_plugin_is_loaded_and_reached_and_a_missing_one_or_a_bad_backend_is_n
     );
     assert!(ml.model_dir_is_empty());
 }
+
+/// A process started with torchrun's variables for a world of one (what `bench/gpu.sh --check`
+/// uses to run NCCL on a single GPU) joins a one-rank group and trains exactly what a plain
+/// single process trains.
+#[test]
+fn a_torchrun_worker_of_a_world_of_one_trains_like_a_plain_process() {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let model = model_without_dropout(scratch.path());
+    let worker = job(&model, 8, 1, &[]);
+    let port = free_port().to_string();
+    let out = worker
+        .command()
+        .env("RANK", "0")
+        .env("WORLD_SIZE", "1")
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", &port)
+        .env("TXCAT_DIST_BACKEND", "gloo")
+        .arg("train")
+        .output()
+        .expect("run txcat");
+    let log = common::describe(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("data-parallel group ready") && log.contains("backend=Gloo"),
+        "the worker did not join a c10d group\n{log}"
+    );
+    let plain = job(&model, 8, 1, &[]);
+    plain.assert_trained();
+    assert_eq!(summary(&worker)["world_size"], 1);
+    assert_eq!(
+        summary(&worker)["global_steps"],
+        summary(&plain)["global_steps"]
+    );
+    let (diff, name, _) =
+        max_relative_difference(&weights(&worker.model_dir()), &weights(&plain.model_dir()));
+    assert!(diff <= 1e-6, "{name} differs by {diff:e} (relative)");
+}
