@@ -25,6 +25,9 @@ pub fn resolve_device(choice: DeviceChoice) -> Result<Device, DeviceError> {
     }
 }
 
+/// Batches assembled (on a background thread) ahead of the device, by training and evaluation.
+pub(crate) const PREFETCH_DEPTH: usize = 4;
+
 /// A batch as i64 tensors `[rows, seq]` (labels `[rows]`).
 #[derive(Debug)]
 pub struct TensorBatch {

@@ -4,9 +4,9 @@
 
 use tch::{Device, Kind, Reduction, Tensor};
 
-use super::device::TensorBatch;
+use super::device::{TensorBatch, PREFETCH_DEPTH};
 use super::distributed::{DataParallel, ReduceOp};
-use super::fit::{TrainError, PREFETCH_DEPTH};
+use super::error::TrainError;
 use crate::metrics::{self, ClassificationReport};
 use crate::model::ClassifierModel;
 use crate::tokenize::batch::{prefetch, TokenizedSet};
@@ -62,8 +62,11 @@ pub(super) fn evaluate_shared<M: ClassifierModel>(
 ) -> Result<Evaluation, TrainError> {
     let (first, step) = dp.map_or((0, 1), |dp| (dp.rank(), dp.world()));
     let rows: Vec<usize> = (first..set.len()).step_by(step).collect();
-    let keep = options.keep_probabilities && dp.is_none();
-    let predicted = predict_subset(model, set, &rows, options, keep)?;
+    let options = EvalOptions {
+        keep_probabilities: options.keep_probabilities && dp.is_none(),
+        ..options
+    };
+    let predicted = predict_subset(model, set, &rows, options)?;
     let (y_pred, loss_sum) = match dp {
         None => (predicted.classes, predicted.loss_sum),
         Some(dp) => {
@@ -116,7 +119,7 @@ pub fn predict_rows<M: ClassifierModel>(
         device,
         keep_probabilities: false,
     };
-    let predicted = predict_subset(model, set, &all, options, false)?;
+    let predicted = predict_subset(model, set, &all, options)?;
     Ok((predicted.classes, mean(predicted.loss_sum, all.len())))
 }
 
@@ -127,20 +130,19 @@ struct Predicted {
     probabilities: Option<Vec<f32>>,
 }
 
-/// The predicted class of each of `rows` (in that order), their summed loss and, with `keep`,
-/// their probabilities.
+/// The predicted class of each of `rows` (in that order), their summed loss and, when
+/// `options.keep_probabilities`, their probabilities.
 fn predict_subset<M: ClassifierModel>(
     model: &M,
     set: &TokenizedSet,
     rows: &[usize],
     options: EvalOptions,
-    keep: bool,
 ) -> Result<Predicted, TrainError> {
     let EvalOptions {
         batch_size,
         pad_id,
         device,
-        ..
+        keep_probabilities: keep,
     } = options;
     let _guard = tch::no_grad_guard();
     // Positions into `rows`, longest first; `order` restores `rows` order below.

@@ -21,53 +21,20 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Reduction, TchError, Tensor};
 
 use super::amp::{GradScaler, Precision};
-use super::device::TensorBatch;
-use super::distributed::{DataParallel, DistError, ReduceOp};
+use super::device::{TensorBatch, PREFETCH_DEPTH};
+use super::distributed::{DataParallel, ReduceOp};
+use super::error::TrainError;
 use super::evaluate::{evaluate_shared, EvalOptions, Evaluation};
-use super::optim::{AdamW, AdamWConfig, AdamWState, OptimError};
+use super::optim::{AdamW, AdamWConfig, AdamWState};
 use super::schedule::{resolve_warmup_steps, LrScheduler};
 use super::step_profile::{Phase, PhaseTimer, StepProfile};
 use crate::hyperparams::{ClassWeights, Hyperparameters};
-use crate::metrics::{self, ClassificationReport, EvalRecord, MetricsError};
+use crate::metrics::{self, ClassificationReport, EvalRecord};
 use crate::model::ClassifierModel;
 use crate::tokenize::batch::{plan_epoch, prefetch, PaddingStats, TokenizedSet};
 
-/// Batches assembled ahead of the device.
-pub(super) const PREFETCH_DEPTH: usize = 4;
 /// fp16: this many skipped steps in a row means the loss itself is broken, not the scale.
 const MAX_CONSECUTIVE_SKIPS: u32 = 25;
-
-/// Errors that end training.
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    #[error("training data is empty; the train channel must hold at least one labelled row")]
-    EmptyTrain,
-    #[error("{set} row {row} has class id {id} but the model has {num_labels} labels; the label map and the data disagree")]
-    LabelOutOfRange {
-        set: &'static str,
-        row: usize,
-        id: u32,
-        num_labels: usize,
-    },
-    #[error("hyperparameter metric_for_best_model={name} is not a metric this job reports; use one of: {known}")]
-    UnknownMetric { name: String, known: String },
-    #[error("training loss became non-finite at optimizer step {step}; lower learning_rate, set max_grad_norm, or check the data")]
-    NonFinite { step: u64 },
-    #[error("fp16 loss scaling skipped {skips} steps in a row up to step {step}: gradients stay inf/NaN; lower learning_rate or use bf16/fp32")]
-    ScalingFailed { step: u64, skips: u32 },
-    #[error("resume state is for another run: {0}")]
-    Resume(String),
-    #[error("checkpoint hook failed at step {step}: {message}")]
-    Hook { step: u64, message: String },
-    #[error(transparent)]
-    Optim(#[from] OptimError),
-    #[error(transparent)]
-    Metrics(#[from] MetricsError),
-    #[error("libtorch failed during training: {0}")]
-    Torch(#[from] TchError),
-    #[error(transparent)]
-    Distributed(#[from] DistError),
-}
 
 /// How the training length resolves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -1025,10 +992,11 @@ fn fit_loop<M: ClassifierModel>(
                 state.best_metric = Some(value);
                 state.best_step = Some(step);
                 state.evals_without_improvement = 0;
+                // Only a restorable best is ever reported as final (probabilities and all).
                 if hp.load_best_model_at_end {
                     best_weights = Some(snapshot(model.var_store())?);
+                    best_report = Some(evaluation.clone());
                 }
-                best_report = Some(evaluation.clone());
             } else {
                 state.evals_without_improvement += 1;
             }

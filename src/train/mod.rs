@@ -11,15 +11,16 @@
 pub mod amp;
 pub mod device;
 pub mod distributed;
+mod error;
 mod evaluate;
 mod fit;
 pub mod optim;
 pub mod schedule;
 pub mod step_profile;
 
+pub use error::TrainError;
 pub use evaluate::{evaluate, predict_rows};
 pub use fit::{
     fit, plan_steps, BestModel, FitOptions, HookAction, LoopTimings, ResumePoint, SteadyThroughput,
-    StepContext, StepHook, StepPlan, StopReason, TrainError, TrainOutcome, TrainState,
-    WeightSnapshot,
+    StepContext, StepHook, StepPlan, StopReason, TrainOutcome, TrainState, WeightSnapshot,
 };
