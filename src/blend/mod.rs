@@ -176,8 +176,10 @@ pub struct BlendChoice {
     pub blend: ClassificationReport,
     /// The encoder alone (weight 0), from the same probabilities.
     pub encoder: ClassificationReport,
-    /// The weight grid, for the record.
+    /// The weight grid, for the record; `grid[0]` is the encoder alone (weight 0).
     pub grid: Vec<GridPoint>,
+    /// The chosen point's index in `grid`.
+    pub chosen: usize,
 }
 
 /// One weight of the grid on the evaluation rows.
@@ -194,14 +196,9 @@ impl BlendChoice {
     /// Whether the blend improves on the encoder alone: a lower cross-entropy (the chosen weight
     /// is not 0) without a lower accuracy + macro-F1.
     pub fn beats_encoder(&self) -> bool {
-        let at = |w: f64| self.grid.iter().find(|g| g.weight == w);
-        match (at(self.weights.weight), at(0.0)) {
-            (Some(blend), Some(encoder)) => {
-                blend.cross_entropy < encoder.cross_entropy
-                    && criterion(&self.blend) >= criterion(&self.encoder)
-            }
-            _ => false,
-        }
+        let (blend, encoder) = (&self.grid[self.chosen], &self.grid[0]);
+        blend.cross_entropy < encoder.cross_entropy
+            && blend.accuracy_plus_f1_macro >= encoder.accuracy_plus_f1_macro
     }
 }
 
@@ -251,6 +248,7 @@ pub fn choose(
         blend: reports.swap_remove(pick),
         encoder: encoder_report,
         grid,
+        chosen: pick,
     })
 }
 
