@@ -160,14 +160,14 @@ impl ProcessGroup {
         });
         // The constructor talks to no peer (NCCL connects on the first collective): a failure
         // here is this rank's own (no GPU, a plugin that does not load), not a peer's.
-        let result = result.map_err(|message| DistError::Backend {
+        result.map_err(|message| DistError::Backend {
             rank,
             world: size,
             backend: "NCCL",
             message,
-        });
+        })?;
         Self::finish(
-            Ok(result?),
+            Ok(()),
             raw,
             rank,
             size,
