@@ -121,8 +121,9 @@ export BENCH_TIMEOUT="${BENCH_TIMEOUT:-150}"
 [ "$smoke" = 1 ] || nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
 if [ "$check" = 1 ]; then
-  RUST_LOG=debug "$TXCAT_BIN" --help 2>&1 | grep "CUDA backend" || true
-  RUST_LOG=debug "$TXCAT_BIN" --help 2>&1 | grep -q "CUDA backend loaded" || {
+  backend="$(RUST_LOG=debug "$TXCAT_BIN" --help 2>&1 | grep "CUDA backend" || true)"
+  echo "$backend"
+  grep -q "CUDA backend loaded" <<<"$backend" || {
     echo "bench/gpu.sh --check: the binary did not load libtorch_cuda.so (see the line above; docs/container.md)" >&2; exit 1; }
 fi
 if [ "$gpus" -gt 0 ]; then

@@ -101,7 +101,9 @@ build_nccl_plugin() {
       for entry in "$dir"/*; do ln -sfn "$entry" "$headers/include/$(basename "$entry")"; done
     done
   fi
-  hash="$(cat "$TXCAT_ROOT/csrc/nccl_plugin.cpp" "$TXCAT_ROOT/csrc/guarded.h" | sha256sum | cut -c1-16)"
+  # Keyed on what the library is built from and where it looks for libtorch at run time.
+  hash="$({ cat "$TXCAT_ROOT/csrc/nccl_plugin.cpp" "$TXCAT_ROOT/csrc/guarded.h"
+            printf '%s\n' "$LIBTORCH" "${TXCAT_EXTRA_RPATH:-}"; } | sha256sum | cut -c1-16)"
   out="$TXCAT_CACHE/nccl-plugin-$TXCAT_TORCH_VERSION-$hash/libtxcat_nccl.so"
   if [ ! -f "$out" ]; then
     log "compiling the NCCL plugin (csrc/nccl_plugin.cpp, first run only)"
