@@ -332,6 +332,12 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
         None => &mut no_checkpoints,
     };
     options.data_parallel = data_parallel.clone();
+    let probe = if hp.linear_probe && options.resume.is_none() {
+        linear_probe(&mut model, &report.head, &train_set, hp, &encoder, device)?
+    } else {
+        None
+    };
+    phases.lap("linear_probe");
     // The report's loss and learning-rate curves (issue 19): the trainer only logs them.
     let steps_per_epoch = train::plan_steps(hp_fit, train_set.len()).steps_per_epoch;
     let mut history = crate::report::collect::HistoryRecorder::new(
@@ -433,6 +439,8 @@ pub fn run(request: FineTuneRequest<'_>) -> Result<TrainOutcome, FineTuneError> 
         "precision": precision,
         // Which trained classifier rows were reused, by label name (issue 12).
         "warm_start": report.head,
+        // The head fitted on the pretrained features before fine-tuning (`linear_probe`).
+        "linear_probe": probe,
         // Whether predict and serve mix in the tf-idf model (issue 17).
         "tfidf_blend_kept": blend.kept(),
         // Wall seconds per phase up to this file (report and upload come after it and are logged).
@@ -547,6 +555,44 @@ fn baseline_rows(texts: &LabelledTexts) -> baseline::Rows<'_> {
         texts: &texts.texts,
         labels: &texts.label_ids,
     }
+}
+
+/// Fits the head on the pretrained features when any of its rows is fresh (a new head or new
+/// labels); a head carried over whole from the last model already fits its encoder. Every
+/// data-parallel rank fits the same rows, and rank 0's result is broadcast with the weights.
+fn linear_probe(
+    model: &mut SequenceClassifier,
+    head: &crate::model::HeadMatch,
+    train_set: &TokenizedSet,
+    hp: &Hyperparameters,
+    encoder: &TextEncoder,
+    device: tch::Device,
+) -> Result<Option<train::probe::ProbeReport>, FineTuneError> {
+    if !head.is_fresh() && head.added.is_empty() {
+        tracing::info!(
+            "linear_probe: the head was carried over whole from the model; not refitted"
+        );
+        return Ok(None);
+    }
+    let num_labels = model.num_labels();
+    let weights = train::class_weight_values(hp.class_weights, train_set.labels(), num_labels);
+    let request = train::probe::ProbeRequest {
+        set: train_set,
+        num_labels,
+        class_weights: weights.as_deref(),
+        batch_size: hp.eval_batch_size,
+        pad_id: encoder.pad_id(),
+        device,
+        seed: hp.seed,
+    };
+    let report = train::probe::fit_head(model, &request)?;
+    if let Some(r) = &report {
+        tracing::info!(
+            "linear_probe: head fitted on rows={}; features={}; iterations={}; converged={}; train_accuracy={:.4}; seconds={:.2};",
+            r.rows, r.features, r.iterations, r.converged, r.train_accuracy, r.seconds
+        );
+    }
+    Ok(report)
 }
 
 fn tokenize_set(

@@ -225,6 +225,10 @@ pub struct Hyperparameters {
     pub gradient_accumulation_steps: usize,
     pub label_smoothing: f64,
     pub class_weights: ClassWeights,
+    /// Before fine-tuning, fit a fresh head as a logistic regression on the pretrained
+    /// encoder's features (`crate::train::probe`), so the encoder is not pulled about by a
+    /// random head (linear probing, then fine-tuning).
+    pub linear_probe: bool,
     pub seed: u64,
     /// Bucket rows of similar length into batches (HF `group_by_length`, default on here).
     pub group_by_length: bool,
@@ -300,6 +304,7 @@ impl Default for Hyperparameters {
             gradient_accumulation_steps: 1,
             label_smoothing: 0.0,
             class_weights: ClassWeights::None,
+            linear_probe: false,
             seed: 42, // HF seed
             group_by_length: true,
             fp16: false,
@@ -408,6 +413,7 @@ pub const KEYS: &[&str] = &[
     "gradient_accumulation_steps",
     "label_smoothing",
     "class_weights",
+    "linear_probe",
     "seed",
     "group_by_length",
     "fp16",
@@ -808,6 +814,7 @@ impl Hyperparameters {
                     ("balanced", ClassWeights::Balanced),
                 ])?
             }
+            "linear_probe" => self.linear_probe = e.bool()?,
             "seed" => self.seed = e.count(0)?,
             "group_by_length" => self.group_by_length = e.bool()?,
             "fp16" => self.fp16 = e.bool()?,

@@ -326,6 +326,25 @@ impl SequenceClassifier {
         xs
     }
 
+    /// The classifier layer's input `[b, h]`: [CLS] through `pre_classifier` + ReLU (DistilBERT)
+    /// or the pooler's dense + tanh (BERT), before the head's dropout.
+    fn pooled(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        token_type_ids: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
+        // The head reads [CLS] only, so the last layer computes that position alone.
+        let hidden = self.encode(input_ids, attention_mask, token_type_ids, train, true);
+        let cls = hidden.select(1, 0); // [b, h]
+        let pooled = self.head_dense.forward(&cls, self.compute_kind);
+        match self.config.spec.head {
+            HeadKind::PreClassifierRelu => pooled.relu(),
+            HeadKind::PoolerTanh => pooled.tanh(),
+        }
+    }
+
     /// The longest sequence (incl. [CLS]/[SEP]) the position embedding covers.
     pub fn max_positions(&self) -> usize {
         self.config.spec.max_positions as usize
@@ -668,18 +687,24 @@ impl ClassifierModel for SequenceClassifier {
         token_type_ids: Option<&Tensor>,
         train: bool,
     ) -> Tensor {
-        // The head reads [CLS] only, so the last layer computes that position alone.
-        let hidden = self.encode(input_ids, attention_mask, token_type_ids, train, true);
-        let cls = hidden.select(1, 0); // [b, h]
-        let kind = self.compute_kind;
-        let spec = &self.config.spec;
-        let pooled = self.head_dense.forward(&cls, kind);
-        let pooled = match spec.head {
-            HeadKind::PreClassifierRelu => pooled.relu(),
-            HeadKind::PoolerTanh => pooled.tanh(),
-        };
-        let pooled = pooled.dropout(spec.drop_head, train);
-        self.classifier.forward(&pooled, kind).to_kind(Kind::Float) // [b, num_labels]
+        let pooled = self
+            .pooled(input_ids, attention_mask, token_type_ids, train)
+            .dropout(self.config.spec.drop_head, train);
+        self.classifier
+            .forward(&pooled, self.compute_kind)
+            .to_kind(Kind::Float) // [b, num_labels]
+    }
+
+    fn head_features(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        token_type_ids: Option<&Tensor>,
+    ) -> Option<Tensor> {
+        Some(
+            self.pooled(input_ids, attention_mask, token_type_ids, false)
+                .to_kind(Kind::Float),
+        )
     }
 
     fn var_store(&self) -> &nn::VarStore {

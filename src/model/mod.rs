@@ -60,6 +60,18 @@ pub trait ClassifierModel {
         None
     }
 
+    /// The final linear layer's input `[batch, features]` (fp32, no dropout), for models that
+    /// can hand it out: a linear probe fits the head on it. Its weight and bias are the
+    /// variables `classifier.weight` `[labels, features]` and `classifier.bias` `[labels]`.
+    fn head_features(
+        &self,
+        _input_ids: &Tensor,
+        _attention_mask: &Tensor,
+        _token_type_ids: Option<&Tensor>,
+    ) -> Option<Tensor> {
+        None
+    }
+
     /// Makes [`ClassifierModel::input_table`]'s gradient sparse (only the looked-up rows) or
     /// dense (the default) again.
     fn set_sparse_input_grad(&mut self, _sparse: bool) {}

@@ -25,6 +25,8 @@ pub enum TrainError {
     NonFinite { step: u64 },
     #[error("fp16 loss scaling skipped {skips} steps in a row up to step {step}: gradients stay inf/NaN; lower learning_rate or use bf16/fp32")]
     ScalingFailed { step: u64, skips: u32 },
+    #[error("linear probe: {0}")]
+    Probe(String),
     #[error("resume state is for another run: {0}")]
     Resume(String),
     #[error("checkpoint hook failed at step {step}: {message}")]

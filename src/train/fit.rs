@@ -362,6 +362,18 @@ fn mix_seed(seed: u64, epoch: u64, batch: usize) -> i64 {
     ((z ^ (z >> 31)) >> 1) as i64
 }
 
+/// The loss weight of each class under `choice` for training `labels`, or `None` (all 1).
+pub fn class_weight_values(
+    choice: ClassWeights,
+    labels: &[u32],
+    num_labels: usize,
+) -> Option<Vec<f32>> {
+    match choice {
+        ClassWeights::None => None,
+        ClassWeights::Balanced => Some(balanced_weights(labels, num_labels)),
+    }
+}
+
 /// scikit-learn "balanced" weights `n / (k * count)`; classes absent from training get 1.
 fn balanced_weights(labels: &[u32], num_labels: usize) -> Vec<f32> {
     let mut counts = vec![0usize; num_labels];
@@ -554,10 +566,7 @@ fn fit_loop<M: ClassifierModel>(
     if let Some(dp) = dp {
         optimizer.broadcast_params(dp.group(), 0, "broadcasting rank 0's initial weights")?;
     }
-    let host_class_weights = match hp.class_weights {
-        ClassWeights::None => None,
-        ClassWeights::Balanced => Some(balanced_weights(train.labels(), num_labels)),
-    };
+    let host_class_weights = class_weight_values(hp.class_weights, train.labels(), num_labels);
     let class_weights = match &host_class_weights {
         None => None,
         Some(w) => Some(Tensor::f_from_slice(w)?.f_to_device(device)?),

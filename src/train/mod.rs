@@ -15,12 +15,14 @@ mod error;
 mod evaluate;
 mod fit;
 pub mod optim;
+pub mod probe;
 pub mod schedule;
 pub mod step_profile;
 
 pub use error::TrainError;
 pub use evaluate::{evaluate, predict_rows};
 pub use fit::{
-    fit, plan_steps, BestModel, FitOptions, HookAction, LoopTimings, ResumePoint, SteadyThroughput,
-    StepContext, StepHook, StepPlan, StopReason, TrainOutcome, TrainState, WeightSnapshot,
+    class_weight_values, fit, plan_steps, BestModel, FitOptions, HookAction, LoopTimings,
+    ResumePoint, SteadyThroughput, StepContext, StepHook, StepPlan, StopReason, TrainOutcome,
+    TrainState, WeightSnapshot,
 };
