@@ -557,9 +557,9 @@ fn baseline_rows(texts: &LabelledTexts) -> baseline::Rows<'_> {
     }
 }
 
-/// Fits the head on the pretrained features when any of its rows is fresh (a new head or new
-/// labels); a head carried over whole from the last model already fits its encoder. Every
-/// data-parallel rank fits the same rows, and rank 0's result is broadcast with the weights.
+/// Fits the head's fresh rows (all of a new head, or those of labels the last model did not
+/// have, around the rows carried over) on the encoder's features. Every data-parallel rank
+/// fits the same rows, and rank 0's result is broadcast with the weights.
 fn linear_probe(
     model: &mut SequenceClassifier,
     head: &crate::model::HeadMatch,
@@ -568,17 +568,28 @@ fn linear_probe(
     encoder: &TextEncoder,
     device: tch::Device,
 ) -> Result<Option<train::probe::ProbeReport>, FineTuneError> {
-    if !head.is_fresh() && head.added.is_empty() {
+    let num_labels = model.num_labels();
+    let fresh_rows: Vec<usize> = match head.is_fresh() {
+        true => (0..num_labels).collect(),
+        false => model
+            .id2label()
+            .iter()
+            .enumerate()
+            .filter(|(_, label)| head.added.contains(label))
+            .map(|(id, _)| id)
+            .collect(),
+    };
+    if fresh_rows.is_empty() {
         tracing::info!(
-            "linear_probe: the head was carried over whole from the model; not refitted"
+            "linear_probe: the head was carried over whole from the model; nothing to fit"
         );
         return Ok(None);
     }
-    let num_labels = model.num_labels();
     let weights = train::class_weight_values(hp.class_weights, train_set.labels(), num_labels);
     let request = train::probe::ProbeRequest {
         set: train_set,
         num_labels,
+        fresh_rows: &fresh_rows,
         class_weights: weights.as_deref(),
         batch_size: hp.eval_batch_size,
         pad_id: encoder.pad_id(),
@@ -588,8 +599,8 @@ fn linear_probe(
     let report = train::probe::fit_head(model, &request)?;
     if let Some(r) = &report {
         tracing::info!(
-            "linear_probe: head fitted on rows={}; features={}; iterations={}; converged={}; train_accuracy={:.4}; seconds={:.2};",
-            r.rows, r.features, r.iterations, r.converged, r.train_accuracy, r.seconds
+            "linear_probe: head fitted on rows={}; features={}; head_rows={}; iterations={}; converged={}; train_accuracy={:.4}; seconds={:.2};",
+            r.rows, r.features, r.head_rows, r.iterations, r.converged, r.train_accuracy, r.seconds
         );
     }
     Ok(report)

@@ -1,6 +1,8 @@
-//! Linear probing before fine-tuning (`linear_probe=true`): the fresh classification head is
-//! fitted as an L2-regularised multinomial logistic regression on the pretrained encoder's
-//! features of the training rows, then fine-tuning starts from it.
+//! Linear probing before fine-tuning (`linear_probe=true`): the fresh rows of the
+//! classification head (all of a new head; on a warm start, those of labels the last model did
+//! not have) are fitted as an L2-regularised multinomial logistic regression on the encoder's
+//! features of the training rows, with the rows carried over held fixed; then fine-tuning
+//! starts from it.
 //!
 //! Why: on a few hundred rows a random head sends large, noisy gradients into a pretrained
 //! encoder for the first epochs and wears away what it knew; a head that already fits the
@@ -41,6 +43,8 @@ pub struct ProbeReport {
     /// Training rows whose features were fitted.
     pub rows: usize,
     pub features: usize,
+    /// Classifier rows fitted (the rest were carried over from the last model).
+    pub head_rows: usize,
     pub iterations: usize,
     /// Whether the gradient fell below the tolerance within the iteration limit.
     pub converged: bool,
@@ -53,6 +57,8 @@ pub struct ProbeReport {
 pub struct ProbeRequest<'a> {
     pub set: &'a TokenizedSet,
     pub num_labels: usize,
+    /// Classifier rows (class ids) to fit; the others keep their values and are fitted around.
+    pub fresh_rows: &'a [usize],
     /// Per class (the job's `class_weights`), or `None` for equal weights.
     pub class_weights: Option<&'a [f32]>,
     pub batch_size: usize,
@@ -61,16 +67,16 @@ pub struct ProbeRequest<'a> {
     pub seed: u64,
 }
 
-/// Fits `classifier.weight`/`classifier.bias` of `model` on its own features of the training
-/// rows (see the module docs). Returns `None`, changing nothing, for a model that has no
-/// feature output or an empty set.
+/// Fits the fresh rows of `classifier.weight`/`classifier.bias` of `model` on its own features
+/// of the training rows (see the module docs). Returns `None`, changing nothing, when there is
+/// no fresh row, no training row or no feature output.
 pub fn fit_head<M: ClassifierModel>(
     model: &mut M,
     request: &ProbeRequest<'_>,
 ) -> Result<Option<ProbeReport>, TrainError> {
     let started = Instant::now();
     let rows = sample_rows(request.set.len(), MAX_PROBE_ROWS, request.seed);
-    if rows.is_empty() {
+    if rows.is_empty() || request.fresh_rows.is_empty() {
         return Ok(None);
     }
     let Some(features) = features_of(model, request, &rows)? else {
@@ -90,12 +96,28 @@ pub fn fit_head<M: ClassifierModel>(
         }
         None => Tensor::f_ones([rows.len() as i64], (Kind::Float, device))?,
     };
-    let fit = fit_logistic(
+    let variables = model.var_store().variables();
+    let classifier = |name: &str| {
+        variables.get(name).ok_or_else(|| {
+            TrainError::Probe(format!("the model has no {name} for the probe to set"))
+        })
+    };
+    let (weight, bias) = (
+        classifier("classifier.weight")?,
+        classifier("classifier.bias")?,
+    );
+    let fixed = (request.fresh_rows.len() < request.num_labels).then(|| FixedRows {
+        fresh: request.fresh_rows,
+        weight: weight.detach().to_kind(Kind::Float),
+        bias: bias.detach().to_kind(Kind::Float),
+    });
+    let fit = fit_logistic_around(
         &features,
         &y,
         &sample_weights,
         request.num_labels as i64,
         PROBE_C,
+        fixed.as_ref(),
     )?;
     let accuracy = f64::try_from(
         fit.logits(&features)?
@@ -104,19 +126,12 @@ pub fn fit_head<M: ClassifierModel>(
             .f_to_kind(Kind::Double)?
             .f_mean(Kind::Double)?,
     )?;
-    let variables = model.var_store().variables();
-    for (name, value) in [
-        ("classifier.weight", &fit.weight),
-        ("classifier.bias", &fit.bias),
-    ] {
-        let var = variables.get(name).ok_or_else(|| {
-            TrainError::Probe(format!("the model has no {name} for the probe to set"))
-        })?;
-        var.shallow_clone().f_copy_(value)?;
-    }
+    weight.shallow_clone().f_copy_(&fit.weight)?;
+    bias.shallow_clone().f_copy_(&fit.bias)?;
     Ok(Some(ProbeReport {
         rows: rows.len(),
         features: features.size()[1] as usize,
+        head_rows: request.fresh_rows.len(),
         iterations: fit.iterations,
         converged: fit.converged,
         train_accuracy: accuracy,
@@ -207,6 +222,28 @@ pub fn fit_logistic(
     num_labels: i64,
     c: f64,
 ) -> Result<LogisticFit, TrainError> {
+    fit_logistic_around(x, y, sample_weights, num_labels, c, None)
+}
+
+/// Rows of a head held at their values while the `fresh` ones are fitted.
+pub struct FixedRows<'a> {
+    /// The rows that are fitted; every other row of `weight`/`bias` stays.
+    pub fresh: &'a [usize],
+    /// `[labels, features]` and `[labels]` on raw features.
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+/// [`fit_logistic`] over the fresh rows only when `fixed` is given (the penalty then counts
+/// the fresh rows alone, as the others do not move).
+pub fn fit_logistic_around(
+    x: &Tensor,
+    y: &Tensor,
+    sample_weights: &Tensor,
+    num_labels: i64,
+    c: f64,
+    fixed: Option<&FixedRows<'_>>,
+) -> Result<LogisticFit, TrainError> {
     let x = x.f_to_kind(Kind::Float)?;
     let (n, d) = match x.size()[..] {
         [n, d] => (n, d),
@@ -224,7 +261,7 @@ pub fn fit_logistic(
     // Divided by C * n: the mean weighted loss plus lambda/2 |W|^2.
     let lambda = 1.0 / (c * n as f64);
     let scale = sample_weights.f_div_scalar(n as f64)?.f_unsqueeze(1)?; // [n, 1]
-    let gradient = |w: &Tensor, b: &Tensor| -> Result<(Tensor, Tensor), TrainError> {
+    let full_gradient = |w: &Tensor, b: &Tensor| -> Result<(Tensor, Tensor), TrainError> {
         let p = z
             .f_matmul(&w.f_t_copy()?)?
             .f_add(b)?
@@ -243,8 +280,37 @@ pub fn fit_logistic(
     let lipschitz = 0.5 * max_weight * (top + 1.0) + lambda;
     let step = 1.0 / lipschitz;
 
-    let mut w = Tensor::f_zeros([num_labels, d], opts)?;
-    let mut b = Tensor::f_zeros([num_labels], opts)?;
+    // Fixed rows start (and stay) at their values in standardised space: W z + b = W' x + b'
+    // with W = W' * std and b = b' + W' . mean; `free` masks their gradient to zero.
+    let (mut w, mut b, free) = match fixed {
+        None => (
+            Tensor::f_zeros([num_labels, d], opts)?,
+            Tensor::f_zeros([num_labels], opts)?,
+            None,
+        ),
+        Some(f) => {
+            let raw_w = f.weight.f_to_device(x.device())?;
+            let raw_b = f.bias.f_to_device(x.device())?;
+            let mut mask = vec![0f32; num_labels as usize];
+            for &r in f.fresh {
+                mask[r] = 1.0;
+            }
+            let mask = Tensor::f_from_slice(&mask)?.f_to_device(x.device())?;
+            let keep = mask.f_neg()?.f_add_scalar(1.0)?;
+            let w0 = raw_w
+                .f_mul(&std.f_unsqueeze(0)?)?
+                .f_mul(&keep.f_unsqueeze(1)?)?;
+            let b0 = raw_b.f_add(&raw_w.f_matmul(&mean)?)?.f_mul(&keep)?;
+            (w0, b0, Some(mask))
+        }
+    };
+    let gradient = |w: &Tensor, b: &Tensor| -> Result<(Tensor, Tensor), TrainError> {
+        let (gw, gb) = full_gradient(w, b)?;
+        Ok(match &free {
+            None => (gw, gb),
+            Some(m) => (gw.f_mul(&m.f_unsqueeze(1)?)?, gb.f_mul(m)?),
+        })
+    };
     let (mut vw, mut vb) = (w.shallow_clone(), b.shallow_clone());
     let mut t = 1.0f64;
     let (g0w, g0b) = gradient(&w, &b)?;
@@ -379,6 +445,35 @@ mod tests {
         )
         .unwrap();
         assert!(accuracy > 0.7, "train accuracy {accuracy}");
+    }
+
+    #[test]
+    fn fresh_rows_fitted_around_fixed_ones_land_on_the_joint_optimum_and_fixed_rows_stay() {
+        tch::manual_seed(5);
+        let (n, d, k) = (200, 8, 4);
+        let x = Tensor::randn([n, d], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+        let truth = Tensor::randn([k, d], (Kind::Float, Device::Cpu));
+        let y = (x.matmul(&truth.t_copy()) + Tensor::randn([n, k], (Kind::Float, Device::Cpu)))
+            .argmax(-1, false);
+        let ones = Tensor::ones([n], (Kind::Float, Device::Cpu));
+        let joint = fit_logistic(&x, &y, &ones, k, 1.0).unwrap();
+        // Rows 0 and 1 held at the joint optimum, rows 2 and 3 scrambled and refitted.
+        let weight = &joint.weight + Tensor::randn([k, d], (Kind::Float, Device::Cpu));
+        let _ = weight.narrow(0, 0, 2).copy_(&joint.weight.narrow(0, 0, 2));
+        let fixed = FixedRows {
+            fresh: &[2, 3],
+            weight,
+            bias: joint.bias.shallow_clone(),
+        };
+        let fit = fit_logistic_around(&x, &y, &ones, k, 1.0, Some(&fixed)).unwrap();
+        assert!(fit.converged);
+        let diff = |a: &Tensor, b: &Tensor| f64::try_from((a - b).abs().max()).unwrap();
+        for row in 0..k {
+            let gap = diff(&fit.weight.get(row), &joint.weight.get(row));
+            assert!(gap < 1e-3, "row {row} is {gap} from the joint optimum");
+        }
+        assert!(diff(&fit.weight.narrow(0, 0, 2), &joint.weight.narrow(0, 0, 2)) < 1e-5);
+        assert!(diff(&fit.bias.narrow(0, 0, 2), &joint.bias.narrow(0, 0, 2)) < 1e-5);
     }
 
     #[test]
