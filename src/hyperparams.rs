@@ -304,7 +304,7 @@ impl Default for Hyperparameters {
             gradient_accumulation_steps: 1,
             label_smoothing: 0.0,
             class_weights: ClassWeights::None,
-            linear_probe: false,
+            linear_probe: true,
             seed: 42, // HF seed
             group_by_length: true,
             fp16: false,

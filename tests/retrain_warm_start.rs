@@ -2,7 +2,8 @@
 //! model with one label renamed (same count), one added, or one removed. Kept labels keep their
 //! trained classifier rows, new labels get fresh rows (normal(0, 0.02) weights, zero bias),
 //! removed rows are gone, never by position; `run_summary.json` lists kept/added/removed;
-//! `warm_start=encoder` starts the head fresh.
+//! `warm_start=encoder` starts the head fresh (with `linear_probe=false`: the fresh rows keep the
+//! HF initialisation).
 //!
 //! Through the binary the second job takes one optimizer step at learning rate 1e-10, far
 //! below the spacing of fp32 values near the trained weights, so its saved head is its starting
@@ -132,6 +133,9 @@ fn job(
         ("save_strategy", "no"),
         ("logging_steps", "1"),
         ("weight_decay", "0"),
+        // New rows keep the HF initialisation here, where that is what is checked; the probe
+        // fitting them around the kept rows is tests/linear_probe.rs.
+        ("linear_probe", "false"),
     ];
     hp.extend_from_slice(settings);
     ml.write_hyperparameters(&hp);

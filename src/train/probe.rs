@@ -126,8 +126,14 @@ pub fn fit_head<M: ClassifierModel>(
             .f_to_kind(Kind::Double)?
             .f_mean(Kind::Double)?,
     )?;
-    weight.shallow_clone().f_copy_(&fit.weight)?;
-    bias.shallow_clone().f_copy_(&fit.bias)?;
+    // Only the fresh rows are written: carried-over rows stay bit for bit (the fit's copy of
+    // them went through the standardisation and back).
+    let fresh: Vec<i64> = request.fresh_rows.iter().map(|&r| r as i64).collect();
+    let fresh = Tensor::f_from_slice(&fresh)?.f_to_device(weight.device())?;
+    for (var, fitted) in [(weight, &fit.weight), (bias, &fit.bias)] {
+        let rows = fitted.f_index_select(0, &fresh)?.f_to_kind(var.kind())?;
+        var.shallow_clone().f_index_copy_(0, &fresh, &rows)?;
+    }
     Ok(Some(ProbeReport {
         rows: rows.len(),
         features: features.size()[1] as usize,
